@@ -1,0 +1,138 @@
+"""Admin commands: devices, jobs and retention, printed for people or as JSON for scripts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from gateway.config import Settings
+from gateway.core.devices import Device
+from gateway.core.errors import MalformedInput
+from gateway.core.jobs import Job, JobState
+from gateway.services import Services, build
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=None, ensure_ascii=False))
+
+
+def _credentials(device: Device, password: str, as_json: bool) -> None:
+    if as_json:
+        _print_json({"username": device.username, "password": password})
+    else:
+        print(f"username: {device.username}")
+        print(f"password: {password}")
+        print("Store the password in the device now: it is shown only once.")
+
+
+def _device_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields = {
+        "sender": args.sender,
+        "sender_name": args.sender_name,
+        "reply_to": args.reply_to,
+        "default_to": args.default_to,
+        "allow_to": args.allow_to,
+        "from_ip": args.from_ip,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _check_from_ip(settings: Settings, cidrs: list[str] | None) -> None:
+    """Behind a TCP proxy every client has the proxy's address: trusting it would open the relay."""
+    if cidrs and settings.smtp_proxy_cidrs:
+        raise MalformedInput(
+            "--from-ip cannot be used while SCANGW_SMTP_PROXY_CIDRS is set: behind a TCP proxy (e.g. Container "
+            "Apps ingress) every client appears with the proxy's address. Use device credentials instead."
+        )
+    import ipaddress
+
+    for cidr in cidrs or []:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise MalformedInput(f"--from-ip '{cidr}' is not an address or CIDR like 192.168.1.0/24.") from None
+
+
+async def _with_services(settings: Settings) -> Services:
+    return await build(settings)
+
+
+async def devices(args: argparse.Namespace, settings: Settings) -> int:
+    svc = await _with_services(settings)
+    try:
+        registry = svc.registry
+        if args.action == "add":
+            _check_from_ip(settings, args.from_ip)
+            device, password = await registry.add(args.name, **_device_fields(args))
+            _credentials(device, password, args.json)
+        elif args.action == "update":
+            _check_from_ip(settings, args.from_ip)
+            device = await registry.update(args.name, **_device_fields(args))
+            print(json.dumps(device.public(), indent=2))
+        elif args.action == "rotate":
+            device, password = await registry.rotate(args.name)
+            _credentials(device, password, args.json)
+        elif args.action == "revoke":
+            await registry.revoke(args.name)
+            print(f"device {args.name} revoked")
+        elif args.action == "show":
+            print(json.dumps((await registry.require(args.name)).public(), indent=2))
+        else:
+            listed = [d.public() for d in await registry.list()]
+            if args.json:
+                _print_json(listed)
+            else:
+                for d in listed:
+                    state = "revoked" if d["revoked"] else "active"
+                    to = d["default_to"] or "-"
+                    print(f"{d['name']:<24} {state:<8} sender={d['sender'] or '(default)'} default_to={to}")
+        return 0
+    finally:
+        await svc.close()
+
+
+def _job_line(job: Job) -> str:
+    error = f"  {job.error}" if job.error else ""
+    return f"{job.id}  {job.state.value:<8} {job.device:<16} {job.size:>10}  {','.join(job.to)}{error}"
+
+
+async def jobs(args: argparse.Namespace, settings: Settings) -> int:
+    svc = await _with_services(settings)
+    try:
+        if args.action == "list":
+            listed = await svc.jobs.list(JobState(args.state) if args.state else None)
+            if args.json:
+                _print_json([j.summary() for j in listed])
+            else:
+                for job in listed:
+                    print(_job_line(job))
+        elif args.action == "show":
+            job = await svc.jobs.get(args.id)
+            if job is None:
+                raise MalformedInput(f"No job {args.id}. See: scangw jobs list")
+            detail = {**job.summary(), "files": [f.name for f in job.files]}
+            print(json.dumps(detail, indent=None if args.json else 2, ensure_ascii=False))
+        else:
+            from gateway.delivery.requeue import retry_job
+
+            job = await retry_job(svc, args.id)
+            print(f"job {job.id} queued again")
+        return 0
+    finally:
+        await svc.close()
+
+
+async def sweep(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.delivery.retention import sweep as run_sweep
+
+    svc = await _with_services(settings)
+    try:
+        report = await run_sweep(svc)
+        print(
+            f"retention: {report.bytes_deleted} scans' bytes, {report.records_deleted} job records, "
+            f"{report.orphans_deleted} orphans deleted"
+        )
+        return 0
+    finally:
+        await svc.close()

@@ -1,0 +1,133 @@
+"""`scangw` / `python -m gateway`: parse the command line, load settings, hand over to the command.
+
+Exit codes (contract section 2): 0 success, 2 usage or configuration error (one line naming the setting),
+1 runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from gateway.config import Settings, load_settings
+from gateway.core.errors import ConfigError, GatewayError, InputError, StorageUnavailable
+
+Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+def _hostport(default_host: str) -> Callable[[str], tuple[str, int]]:
+    def parse(text: str) -> tuple[str, int]:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = default_host, text
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise argparse.ArgumentTypeError(f"'{text}' is not HOST:PORT")
+        return host.strip("[]") or default_host, int(port)
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gateway import __version__
+
+    parser = argparse.ArgumentParser(prog="scangw", description="Scan-to-email gateway for Microsoft 365.")
+    parser.add_argument("--version", action="version", version=f"scangw {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("dev", help="all-in-one: SMTP + HTTP + worker on embedded storage")
+    smtp = sub.add_parser("smtp", help="SMTP front door (the container sidecar)")
+    smtp.add_argument("--listen", action="append", type=_hostport("0.0.0.0"), metavar="HOST:PORT")
+    smtp.add_argument("--implicit-tls", action="append", type=_hostport("0.0.0.0"), metavar="HOST:PORT")
+    http = sub.add_parser("http", help="HTTP intake as a plain ASGI server")
+    http.add_argument("--listen", type=_hostport("127.0.0.1"), default=("127.0.0.1", 8080), metavar="HOST:PORT")
+    worker = sub.add_parser("worker", help="delivery agent: drain the job queue until stopped")
+    worker.add_argument("--concurrency", type=int, default=4, help="jobs delivered at once (default 4)")
+    worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    sub.add_parser("sweep", help="apply retention once (what the timer trigger does)")
+
+    devices = sub.add_parser("devices", help="manage devices").add_subparsers(dest="action", required=True)
+    for name in ("add", "update"):
+        p = devices.add_parser(name, help=f"{name} a device" + (" and print its password once" if name == "add" else ""))
+        p.add_argument("name")
+        p.add_argument("--sender", metavar="UPN", help="sender mailbox (default SCANGW_SENDER)")
+        p.add_argument("--sender-name", metavar="TEXT", help="From display name (default: the device name)")
+        p.add_argument("--reply-to", metavar="ADDR")
+        p.add_argument("--default-to", metavar="ADDR", help="recipient when the device names none")
+        p.add_argument("--allow-to", action="append", metavar="PATTERN", help="address or *@domain (repeatable)")
+        p.add_argument("--from-ip", action="append", metavar="CIDR", help="accept SMTP without AUTH from here")
+        if name == "add":
+            p.add_argument("--json", action="store_true")
+    p = devices.add_parser("list", help="list devices")
+    p.add_argument("--json", action="store_true")
+    for name in ("show", "revoke"):
+        devices.add_parser(name, help=f"{name} a device").add_argument("name")
+    p = devices.add_parser("rotate", help="new password for a device")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+
+    jobs = sub.add_parser("jobs", help="inspect jobs").add_subparsers(dest="action", required=True)
+    p = jobs.add_parser("list", help="list jobs, newest first")
+    p.add_argument("--state", choices=["queued", "sending", "sent", "failed"])
+    p.add_argument("--json", action="store_true")
+    p = jobs.add_parser("show", help="one job")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    jobs.add_parser("retry", help="re-queue a failed job").add_argument("id")
+
+    doctor = sub.add_parser("doctor", help="check settings, storage, identity, mail permission and mailbox")
+    doctor.add_argument("--send-test", metavar="ADDR", help="also send a test message to ADDR")
+    return parser
+
+
+def _handler(args: argparse.Namespace) -> Handler:
+    from gateway import admin, doctor, run
+
+    table: dict[str, Handler] = {
+        "dev": run.dev,
+        "smtp": run.smtp,
+        "http": run.http,
+        "worker": run.worker,
+        "sweep": admin.sweep,
+        "devices": admin.devices,
+        "jobs": admin.jobs,
+        "doctor": doctor.doctor,
+    }
+    return table[args.command]
+
+
+def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    environ = dict(os.environ if env is None else env)
+    if args.command == "dev":
+        from gateway.run import dev_environment
+
+        environ = dev_environment(environ)
+    if args.command == "doctor":
+        from gateway.doctor import doctor_main
+
+        return doctor_main(args, environ)
+    try:
+        settings = load_settings(environ)
+    except ConfigError as exc:
+        print(f"scangw: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_handler(args)(args, settings))
+    except ConfigError as exc:
+        print(f"scangw: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except InputError as exc:
+        print(f"scangw: {exc}", file=sys.stderr)
+        return 1
+    except StorageUnavailable as exc:
+        print(f"scangw: storage unavailable: {exc}", file=sys.stderr)
+        return 1
+    except GatewayError as exc:
+        print(f"scangw: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,1 @@
+"""Pure gateway logic: no Azure imports, no I/O beyond what callers inject."""

@@ -1,0 +1,145 @@
+"""Devices and the recipient policy that keeps the gateway from ever being an open relay."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from gateway.core.errors import MalformedInput, RecipientNotAllowed
+
+#: Fits device password fields: Epson allows 20 characters; quotes, backslash, tilde and space break others.
+PASSWORD_LENGTH = 20
+PASSWORD_ALPHABET = string.ascii_letters + string.digits + "-_.!#+=*"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ADDRESS = re.compile(r"^[^@\s<>\"',;]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$")
+
+
+def generate_password() -> str:
+    while True:
+        pw = "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+        # Ensure letters and digits both appear: some device UIs reject one-class passwords.
+        if any(c.isdigit() for c in pw) and any(c.isalpha() for c in pw):
+            return pw
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise MalformedInput(
+            f"'{name}' is not a valid device name: use letters, digits, '.', '_' or '-' (at most 64 characters)."
+        )
+    return name
+
+
+def normalise_address(text: str) -> str:
+    """Lower-case the domain only; the local part is case-preserving by RFC 5321 but matched case-insensitively."""
+    address = text.strip().strip("<>").strip()
+    if not _ADDRESS.match(address):
+        raise MalformedInput(f"'{text.strip()[:80]}' is not an email address.")
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def check_pattern(pattern: str) -> str:
+    p = pattern.strip()
+    if p.startswith("*@"):
+        domain = p[2:].lower()
+        if not re.match(r"^[a-z0-9.-]+\.[a-z0-9-]+$", domain):
+            raise MalformedInput(f"'{pattern}' is not an allowed-recipient pattern: use name@domain or *@domain.")
+        return "*@" + domain
+    return normalise_address(p)
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    password_hash: str
+    sender: str | None = None
+    sender_name: str | None = None
+    reply_to: str | None = None
+    default_to: str | None = None
+    allow_to: tuple[str, ...] = ()
+    from_ip: tuple[str, ...] = ()
+    revoked: bool = False
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def username(self) -> str:
+        return self.name
+
+    def to_record(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["allow_to"] = list(self.allow_to)
+        data["from_ip"] = list(self.from_ip)
+        return data
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Device:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        values["allow_to"] = tuple(values.get("allow_to") or ())
+        values["from_ip"] = tuple(values.get("from_ip") or ())
+        return cls(**values)
+
+    def public(self) -> dict[str, Any]:
+        """What `devices list/show` print: everything but the hash."""
+        data = self.to_record()
+        data.pop("password_hash")
+        data.pop("extra")
+        data["username"] = self.username
+        return data
+
+    def with_hash(self, password_hash: str) -> Device:
+        return replace(self, password_hash=password_hash)
+
+
+def sender_mailbox(device: Device, default_sender: str | None) -> str | None:
+    return device.sender or default_sender
+
+
+def recipient_allowed(device: Device, address: str, default_sender: str | None) -> bool:
+    """A device sends only to its allow-list; with none, to its default recipient and its sender's domain."""
+    addr = address.lower()
+    domain = addr.rpartition("@")[2]
+    if device.default_to and addr == device.default_to.lower():
+        return True
+    if device.allow_to:
+        return any(addr == p.lower() or (p.startswith("*@") and domain == p[2:]) for p in device.allow_to)
+    sender = sender_mailbox(device, default_sender)
+    return bool(sender) and domain == sender.rpartition("@")[2].lower()  # type: ignore[union-attr]
+
+
+def allowed_domains(device: Device, default_sender: str | None) -> set[str]:
+    """Domains whose addresses the device may send to (used to decide if a From names the scanning user)."""
+    if device.allow_to:
+        domains = {p.rpartition("@")[2] for p in device.allow_to}
+    else:
+        sender = sender_mailbox(device, default_sender)
+        domains = {sender.rpartition("@")[2].lower()} if sender else set()
+    if device.default_to:
+        domains.add(device.default_to.rpartition("@")[2].lower())
+    return domains
+
+
+def check_recipients(device: Device, recipients: list[str], default_sender: str | None) -> tuple[str, ...]:
+    """Validate and normalise every recipient; fall back to the device's default recipient."""
+    if not recipients:
+        if not device.default_to:
+            raise MalformedInput("No recipient: add ?to=name@example.com, or give the device a default recipient.")
+        recipients = [device.default_to]
+    result: list[str] = []
+    for raw in recipients:
+        address = normalise_address(raw)
+        if not recipient_allowed(device, address, default_sender):
+            raise RecipientNotAllowed(
+                f"Recipient {address} is not allowed for device {device.name}; ask the admin to allow it "
+                f"(scangw devices update {device.name} --allow-to {address}).",
+                recipient=address,
+            )
+        if address.lower() not in {r.lower() for r in result}:
+            result.append(address)
+    return tuple(result)

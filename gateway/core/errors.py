@@ -1,0 +1,89 @@
+"""Typed errors of the gateway; the edges (SMTP, HTTP, CLI) pick reply codes from these types.
+
+    GatewayError
+    ├── InputError              the client sent something we will not accept (never retried)
+    │   ├── AuthenticationFailed   bad or missing device credentials
+    │   ├── AuthThrottled          too many failures for this username or address: retry later
+    │   ├── RecipientNotAllowed    the device may not send there (no open relay)
+    │   ├── MessageTooLarge        over SCANGW_MAX_MESSAGE_MB
+    │   └── MalformedInput         unparseable request, empty body, bad file name
+    ├── StorageUnavailable      the spool could not store durably: nothing was accepted
+    ├── BusyError               over the in-flight budget: the device should retry
+    ├── ConfigError             a setting is wrong; names the setting
+    └── DeliveryError           sending through Graph (or the outbox) failed
+        ├── TransientDeliveryError   retry later, maybe after `retry_after` seconds
+        └── PermanentDeliveryError   will never succeed as is; carries the admin's remedy
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class InputError(GatewayError):
+    """The request is refused; `str(err)` is a sentence the person at the scanner can act on."""
+
+
+class AuthenticationFailed(InputError):
+    pass
+
+
+class AuthThrottled(InputError):
+    pass
+
+
+class RecipientNotAllowed(InputError):
+    def __init__(self, message: str, recipient: str = "") -> None:
+        super().__init__(message)
+        self.recipient = recipient
+
+
+class MessageTooLarge(InputError):
+    def __init__(self, limit_bytes: int) -> None:
+        mib = limit_bytes // (1024 * 1024)
+        super().__init__(
+            f"Message too large: the limit is {mib} MB. Scan fewer pages, lower the resolution, "
+            "or ask the admin to raise SCANGW_MAX_MESSAGE_MB."
+        )
+        self.limit_bytes = limit_bytes
+
+
+class MalformedInput(InputError):
+    pass
+
+
+class StorageUnavailable(GatewayError):
+    """Durable storage failed; the caller must answer 'try again later' and keep nothing."""
+
+
+class BusyError(GatewayError):
+    """Too much data in flight; a retry later will be accepted."""
+
+
+class ConfigError(GatewayError):
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+
+
+class DeliveryError(GatewayError):
+    pass
+
+
+class TransientDeliveryError(DeliveryError):
+    def __init__(self, message: str, retry_after: float | None = None, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.request_id = request_id
+
+
+class PermanentDeliveryError(DeliveryError):
+    def __init__(self, message: str, remedy: str = "", request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.remedy = remedy
+        self.request_id = request_id
+
+    def reason(self) -> str:
+        return f"{self} {self.remedy}".strip()

@@ -1,0 +1,142 @@
+"""What gets delivered: one outgoing message per job, built by pure rules (contract section 6).
+
+`ParsedMessage` is what the device said (headers and parts of the spooled MIME, or the HTTP upload);
+`compose()` turns it plus the device and the envelope into the `OutgoingMessage` a transport sends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.core.devices import Device, allowed_domains
+from gateway.core.jobs import FileRef, Job, internet_message_id
+
+
+@dataclass(frozen=True)
+class Address:
+    address: str
+    name: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"address": self.address, "name": self.name}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Address:
+        return cls(data["address"], data.get("name"))
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """The device's own headers and content; everything optional, because devices omit a lot."""
+
+    subject: str | None = None
+    from_: Address | None = None
+    reply_to: Address | None = None
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    message_id: str | None = None
+    date: str | None = None
+    body: str = ""
+    body_type: str = "text"
+    attachments: tuple[FileRef, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    mailbox: str
+    internet_message_id: str
+    from_: Address
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    bcc: tuple[Address, ...]
+    reply_to: tuple[Address, ...]
+    subject: str
+    body: str
+    body_type: str
+    attachments: tuple[FileRef, ...]
+    #: Extra internet headers; Graph accepts only names starting with X-.
+    headers: tuple[tuple[str, str], ...] = ()
+    date: str | None = None
+
+    @property
+    def recipients(self) -> tuple[Address, ...]:
+        return self.to + self.cc + self.bcc
+
+
+def place_recipients(
+    envelope: tuple[str, ...], header_to: tuple[str, ...], header_cc: tuple[str, ...]
+) -> tuple[tuple[Address, ...], tuple[Address, ...], tuple[Address, ...]]:
+    """The envelope is the truth; headers only decide where each envelope recipient shows."""
+    if not header_to and not header_cc:
+        return tuple(Address(a) for a in envelope), (), ()
+    to_set = {a.lower() for a in header_to}
+    cc_set = {a.lower() for a in header_cc}
+    to, cc, bcc = [], [], []
+    for addr in envelope:
+        key = addr.lower()
+        (to if key in to_set else cc if key in cc_set else bcc).append(Address(addr))
+    return tuple(to), tuple(cc), tuple(bcc)
+
+
+def compose(job: Job, parsed: ParsedMessage, device: Device, default_sender: str | None) -> OutgoingMessage:
+    """Apply contract section 6: sender mailbox as From, the scanning user's name and Reply-To when the
+    device may send to their domain, exact envelope recipients, a job-derived Message-ID."""
+    mailbox = job.sender or device.sender or default_sender
+    if not mailbox:
+        raise ValueError("no sender mailbox")
+    domains = allowed_domains(device, default_sender)
+    original = parsed.reply_to or parsed.from_
+    user = original if original and original.address.rpartition("@")[2].lower() in domains else None
+    if user is not None and user.address.lower() == mailbox.lower():
+        user = None  # the device wrote the sender mailbox itself as From: nobody to reply to
+    if user is not None and user.name:
+        display = user.name
+    else:
+        display = job.sender_name or device.sender_name or device.name
+    if user is not None:
+        reply_to: tuple[Address, ...] = (Address(user.address),)
+    elif job.reply_to or device.reply_to:
+        reply_to = (Address(job.reply_to or device.reply_to or ""),)
+    else:
+        reply_to = ()
+    to, cc, bcc = place_recipients(job.to, parsed.to, parsed.cc)
+    headers: list[tuple[str, str]] = [("X-Scangw-Job", job.id), ("X-Scangw-Device", device.name)]
+    if parsed.message_id:
+        headers.append(("X-Original-Message-ID", parsed.message_id))
+    return OutgoingMessage(
+        mailbox=mailbox,
+        internet_message_id=internet_message_id(job.id, mailbox),
+        from_=Address(mailbox, display),
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        subject=job.subject if job.subject is not None else (parsed.subject or f"Scan from {device.name}"),
+        body=job.body if job.body is not None else parsed.body,
+        body_type=parsed.body_type if job.body is None else "text",
+        attachments=parsed.attachments or job.files,
+        headers=tuple(headers),
+        date=parsed.date,
+    )
+
+
+def parsed_to_json(parsed: ParsedMessage) -> dict[str, Any]:
+    """Recorded in the job's progress so the message is exploded once, not on every retry."""
+    from dataclasses import asdict
+
+    data = asdict(parsed)
+    data["attachments"] = [asdict(a) for a in parsed.attachments]
+    return data
+
+
+def parsed_from_json(data: dict[str, Any]) -> ParsedMessage:
+    values = dict(data)
+    for key in ("from_", "reply_to"):
+        values[key] = Address(**values[key]) if values.get(key) else None
+    values["to"] = tuple(values.get("to") or ())
+    values["cc"] = tuple(values.get("cc") or ())
+    values["notes"] = tuple(values.get("notes") or ())
+    values["attachments"] = tuple(FileRef(**a) for a in values.get("attachments") or ())
+    return ParsedMessage(**values)

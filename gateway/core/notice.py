@@ -1,0 +1,46 @@
+"""The failure notice: what the scanning user and the admin read when a scan can never be delivered."""
+
+from __future__ import annotations
+
+from gateway.core.jobs import Job
+from gateway.core.message import Address, OutgoingMessage
+
+
+def notice_recipients(scanning_user: str | None, admin: str | None) -> tuple[Address, ...]:
+    seen: list[str] = []
+    for addr in (scanning_user, admin):
+        if addr and addr.lower() not in {s.lower() for s in seen}:
+            seen.append(addr)
+    return tuple(Address(a) for a in seen)
+
+
+def failure_notice(job: Job, reason: str, sender: str, recipients: tuple[Address, ...]) -> OutgoingMessage:
+    """Names the scan, the device, the reason and the fix; carries no attachment (the bytes stay for retry)."""
+    names = ", ".join(f.name for f in job.files) or "(no file)"
+    body = (
+        "A scan could not be delivered.\n\n"
+        f"Scan:      {job.subject or names}\n"
+        f"Files:     {names}\n"
+        f"Device:    {job.device}\n"
+        f"To:        {', '.join(job.to)}\n"
+        f"Received:  {job.created}\n"
+        f"Job:       {job.id}\n\n"
+        f"Reason:    {reason}\n\n"
+        "The scan is kept for a few days. After fixing the cause, an admin can send it again with:\n"
+        f"    scangw jobs retry {job.id}\n"
+    )
+    domain = sender.rpartition("@")[2]
+    return OutgoingMessage(
+        mailbox=sender,
+        internet_message_id=f"<notice.{job.id}@{domain}>",
+        from_=Address(sender, "Scan gateway"),
+        to=recipients,
+        cc=(),
+        bcc=(),
+        reply_to=(),
+        subject=f"Scan not delivered: {job.subject or names}",
+        body=body,
+        body_type="text",
+        attachments=(),
+        headers=(("X-Scangw-Job", job.id), ("X-Scangw-Notice", "failure")),
+    )

@@ -1,0 +1,227 @@
+"""The delivery agent: one queue message in, one job advanced, an outcome out (done, or retry after N s).
+
+The same code runs in `scangw worker` and in the queue-triggered Function. The job record is the truth:
+the agent claims the job with an etag-checked lease, resumes from the recorded progress, and on a crash
+at any line the next run picks up where the record says. Transient failures come back with a delay;
+permanent ones end `failed` with a reason and a notice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.core.devices import Device
+from gateway.core.errors import PermanentDeliveryError, StorageUnavailable, TransientDeliveryError
+from gateway.core.jobs import Job, JobKind, JobState, PoisonMessage, decode_queue_message
+from gateway.core.message import ParsedMessage, compose, parsed_from_json, parsed_to_json
+from gateway.core.notice import failure_notice, notice_recipients
+from gateway.core.ports import Conflict
+from gateway.core.retry import next_delay
+from gateway.delivery.explode import explode_mime
+from gateway.delivery.transport import Transport
+from gateway.services import Services
+
+log = logging.getLogger("scangw.delivery")
+
+#: A claimed job is ours this long unless we renew it (every checkpoint does).
+LEASE_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Done:
+    pass
+
+
+@dataclass(frozen=True)
+class Retry:
+    delay: float
+
+
+Outcome = Done | Retry
+
+
+class TakenOver(Exception):
+    """Another worker wrote the job since we read it: stop, it is theirs now."""
+
+
+class JobCheckpoint:
+    """Progress of one delivery kept inside the job record under `key`, written before each side effect."""
+
+    def __init__(self, agent: DeliveryAgent, job: Job, etag: str, key: str) -> None:
+        self._agent = agent
+        self.job = job
+        self.etag = etag
+        self._key = key
+
+    @property
+    def progress(self) -> Mapping[str, Any]:
+        return dict(self.job.progress.get(self._key) or {})
+
+    async def save(self, **changes: Any) -> None:
+        merged = {**self.progress, **changes}
+        await self.update(**{self._key: merged})
+
+    async def update(self, **progress: Any) -> None:
+        new = {**self.job.progress, **progress, "lease": self._agent.lease()}
+        try:
+            self.job, self.etag = await self._agent.services.jobs.save(self.job, self.etag, progress=new)
+        except Conflict as exc:
+            raise TakenOver(self.job.id) from exc
+
+    async def set(self, **fields: Any) -> None:
+        try:
+            self.job, self.etag = await self._agent.services.jobs.save(self.job, self.etag, **fields)
+        except Conflict as exc:
+            raise TakenOver(self.job.id) from exc
+
+
+class DeliveryAgent:
+    def __init__(
+        self,
+        services: Services,
+        transport: Transport,
+        fallback_sender: str | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.transport = transport
+        self.fallback_sender = fallback_sender
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.owner = secrets.token_hex(6)
+
+    def lease(self) -> dict[str, Any]:
+        return {"owner": self.owner, "until": self.clock() + LEASE_SECONDS}
+
+    async def handle(self, text: str | bytes) -> Outcome:
+        """Never raises for a job's own problems; raises StorageUnavailable only when storage is down."""
+        try:
+            job_id = decode_queue_message(text)
+        except PoisonMessage as exc:
+            log.error("poison queue message moved aside: %s", exc)
+            await self.services.spool.queue.put_poison(text if isinstance(text, str) else text.decode("latin-1"))
+            return Done()
+        found = await self.services.jobs.get_record(job_id)
+        if found is None:
+            log.error("job=%s poison: no job record (expired or never stored); message dropped", job_id)
+            return Done()
+        job, etag = found
+        if job.state.final:
+            return Done()
+        now = self.clock()
+        lease = job.progress.get("lease") or {}
+        if lease.get("owner") not in (None, self.owner) and float(lease.get("until", 0)) > now:
+            return Retry(float(lease["until"]) - now + 1)
+        not_before = float(job.progress.get("not_before") or 0)
+        if not_before > now + 1:
+            return Retry(not_before - now)
+        progress = {k: v for k, v in job.progress.items() if k != "not_before"}
+        progress["lease"] = self.lease()
+        checkpoint = JobCheckpoint(self, job, etag, "delivery")
+        try:
+            await checkpoint.set(state=JobState.SENDING, attempts=job.attempts + 1, progress=progress)
+            log.info("job=%s state=sending attempt=%d", job.id, checkpoint.job.attempts)
+            return await self._deliver(checkpoint)
+        except TakenOver:
+            log.warning("job=%s taken over by another worker", job.id)
+            return Retry(LEASE_SECONDS / 10)
+
+    async def _deliver(self, cp: JobCheckpoint) -> Outcome:
+        job = cp.job
+        if job.progress.get("failing"):
+            return await self._fail(cp, job.progress["failing"])
+        try:
+            device = await self.services.registry.get(job.device) or Device(name=job.device, password_hash="")
+            parsed = await self._parsed(cp)
+            try:
+                message = compose(job, parsed, device, self.settings.sender or self.fallback_sender)
+            except ValueError:
+                raise PermanentDeliveryError(
+                    f"No sender mailbox for device {job.device}.",
+                    f"Set SCANGW_SENDER, or give the device one: scangw devices update {job.device} --sender <mailbox>.",
+                ) from None
+            delivered = await self.transport.deliver(message, cp)
+        except TransientDeliveryError as exc:
+            return await self._transient(cp, str(exc), exc.retry_after)
+        except PermanentDeliveryError as exc:
+            log.error("job=%s permanent failure: %s", job.id, exc.reason())
+            await cp.update(failing=exc.reason())
+            return await self._fail(cp, exc.reason())
+        except (TakenOver, StorageUnavailable):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug must not lose the scan: retry it like a transient error
+            log.exception("job=%s unexpected error", job.id)
+            return await self._transient(cp, f"internal error ({type(exc).__name__}); retrying", None)
+        await cp.set(state=JobState.SENT, error=None, request_id=delivered.request_id, progress={})
+        log.info("job=%s state=sent request_id=%s %s", job.id, delivered.request_id, delivered.detail)
+        if self.settings.keep_sent_hours == 0:
+            await self._drop_bytes(job.id)
+        return Done()
+
+    async def _parsed(self, cp: JobCheckpoint) -> ParsedMessage:
+        """Explode an SMTP message into parts once; the result is recorded, so retries reuse it."""
+        job = cp.job
+        if job.kind != JobKind.MIME:
+            return ParsedMessage()
+        recorded = job.progress.get("parsed")
+        if recorded:
+            return parsed_from_json(recorded)
+        parsed = await explode_mime(job, self.services.spool.blobs)
+        await cp.update(parsed=parsed_to_json(parsed))
+        return parsed
+
+    async def _transient(self, cp: JobCheckpoint, reason: str, retry_after: float | None) -> Outcome:
+        job = cp.job
+        age_hours = job.age_hours(datetime.fromtimestamp(self.clock(), UTC))
+        if job.attempts >= self.settings.max_attempts or age_hours >= self.settings.max_age_hours:
+            final = f"Gave up after {job.attempts} attempts over {age_hours:.1f} h. Last error: {reason}"
+            await cp.update(failing=final)
+            return await self._fail(cp, final)
+        delay = next_delay(job.attempts, retry_after, self.rng)
+        progress = {k: v for k, v in job.progress.items() if k != "lease"}
+        progress["not_before"] = self.clock() + delay
+        await cp.set(state=JobState.QUEUED, error=reason, progress=progress)
+        log.warning("job=%s state=queued retry_in=%.0fs reason=%s", job.id, delay, reason)
+        return Retry(delay)
+
+    async def _fail(self, cp: JobCheckpoint, reason: str) -> Outcome:
+        """Send the notice first (resumably), then mark failed: a crash in between repeats only the notice check."""
+        job = cp.job
+        sender = self.settings.sender
+        scanning_user = job.reply_to
+        parsed = job.progress.get("parsed") or {}
+        if parsed.get("reply_to") or parsed.get("from_"):
+            scanning_user = (parsed.get("reply_to") or parsed.get("from_"))["address"]
+        recipients = notice_recipients(scanning_user, self.settings.admin_email)
+        if sender and recipients:
+            notice_cp = JobCheckpoint(self, job, cp.etag, "notice")
+            try:
+                await self.transport.deliver(failure_notice(job, reason, sender, recipients), notice_cp)
+            except TransientDeliveryError as exc:
+                cp.job, cp.etag = notice_cp.job, notice_cp.etag
+                progress = {k: v for k, v in cp.job.progress.items() if k != "lease"}
+                delay = next_delay(1, exc.retry_after, self.rng)
+                progress["not_before"] = self.clock() + delay
+                await cp.set(progress=progress)
+                return Retry(delay)
+            except PermanentDeliveryError as exc:
+                log.error("job=%s failure notice could not be sent: %s", job.id, exc.reason())
+            cp.job, cp.etag = notice_cp.job, notice_cp.etag
+        await cp.set(state=JobState.FAILED, error=reason)
+        log.error("job=%s state=failed reason=%s", job.id, reason)
+        return Done()
+
+    async def _drop_bytes(self, job_id: str) -> None:
+        try:
+            await self.services.spool.blobs.delete_prefix(f"{job_id}/")
+        except Exception:  # noqa: BLE001 - retention sweeps what is left
+            log.warning("job=%s sent, but its bytes could not be deleted yet; retention will", job_id)

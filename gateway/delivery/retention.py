@@ -1,0 +1,62 @@
+"""Retention: delete scan bytes and job records once their time is up (timer trigger and `scangw sweep`)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.core.jobs import JobState, parse_iso
+from gateway.services import Services
+
+log = logging.getLogger("scangw.retention")
+
+#: Blobs with no job record are an intake that never finished; give it ample time before sweeping.
+ORPHAN_HOURS = 24.0
+
+
+@dataclass
+class SweepReport:
+    bytes_deleted: int = 0
+    records_deleted: int = 0
+    orphans_deleted: int = 0
+
+
+def _job_created_ms(job_id: str) -> int | None:
+    try:
+        return int(job_id[:12], 16)
+    except ValueError:
+        return None
+
+
+async def sweep(services: Services, now: datetime | None = None) -> SweepReport:
+    now = now or datetime.now(UTC)
+    settings = services.settings
+    report = SweepReport()
+    jobs = {job.id: job for job in await services.jobs.list()}
+    for job in jobs.values():
+        age_h = (now - parse_iso(job.updated)).total_seconds() / 3600
+        keep_bytes_h = {
+            JobState.SENT: settings.keep_sent_hours,
+            JobState.FAILED: settings.keep_failed_days * 24,
+        }.get(job.state)
+        if job.state.final and age_h >= settings.keep_jobs_days * 24:
+            await services.spool.blobs.delete_prefix(f"{job.id}/")
+            await services.jobs.delete(job.id)
+            report.records_deleted += 1
+        elif keep_bytes_h is not None and age_h >= keep_bytes_h:
+            if await services.spool.blobs.delete_prefix(f"{job.id}/"):
+                report.bytes_deleted += 1
+    prefixes = {name.split("/", 1)[0] for name in await services.spool.blobs.list("")}
+    for prefix in prefixes - set(jobs):
+        created = _job_created_ms(prefix)
+        if created is not None and (now.timestamp() * 1000 - created) / 3_600_000 >= ORPHAN_HOURS:
+            await services.spool.blobs.delete_prefix(f"{prefix}/")
+            report.orphans_deleted += 1
+    log.info(
+        "retention bytes_deleted=%d records_deleted=%d orphans_deleted=%d",
+        report.bytes_deleted,
+        report.records_deleted,
+        report.orphans_deleted,
+    )
+    return report

@@ -1,0 +1,17 @@
+"""Pick the transport: the .eml outbox when SCANGW_OUTBOX is set, Microsoft Graph otherwise."""
+
+from __future__ import annotations
+
+from gateway.config import Settings
+from gateway.core.ports import BlobStore
+from gateway.delivery.transport import Transport
+
+
+def make_transport(settings: Settings, blobs: BlobStore) -> Transport:
+    if settings.outbox is not None:
+        from gateway.delivery.outbox import OutboxTransport
+
+        return OutboxTransport(settings.outbox, blobs)
+    from gateway.delivery.graph import GraphTransport
+
+    return GraphTransport(settings, blobs)

@@ -1,0 +1,86 @@
+"""`scangw worker`: drain the job queue with a few concurrent slots until told to stop.
+
+A received message stays leased while its job runs (heartbeat); if this process dies the message
+reappears within VISIBILITY seconds and another worker resumes the job from its record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from gateway.core.errors import StorageUnavailable
+from gateway.core.ports import NotFound, QueueLease
+from gateway.delivery.agent import DeliveryAgent, Done, Retry
+
+log = logging.getLogger("scangw.worker")
+
+VISIBILITY = 45.0
+HEARTBEAT = 15.0
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+class Worker:
+    def __init__(self, agent: DeliveryAgent, concurrency: int = 4, poll_seconds: float = 1.0) -> None:
+        self.agent = agent
+        self.queue = agent.services.spool.queue
+        self.concurrency = concurrency
+        self.poll_seconds = poll_seconds
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Finish the jobs in hand when `stop` is set; take no new ones."""
+        await asyncio.gather(*(self._slot(stop) for _ in range(self.concurrency)))
+
+    async def _slot(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                leases = await self.queue.receive(VISIBILITY, 1)
+            except StorageUnavailable as exc:
+                log.error("queue unavailable: %s", exc)
+                await _wait(stop, 5)
+                continue
+            if not leases:
+                await _wait(stop, self.poll_seconds)
+                continue
+            await self.process(leases[0])
+
+    async def process(self, lease: QueueLease) -> None:
+        holder = [lease]
+        beat = asyncio.create_task(self._heartbeat(holder))
+        try:
+            outcome = await self.agent.handle(lease.text)
+        except StorageUnavailable as exc:
+            log.error("storage unavailable while delivering; the message comes back: %s", exc)
+            return
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+        try:
+            if isinstance(outcome, Done):
+                await self.queue.delete(holder[0])
+            elif isinstance(outcome, Retry):
+                await self.queue.defer(holder[0], outcome.delay)
+        except (NotFound, StorageUnavailable) as exc:
+            log.warning("queue message %s: %s (it will come back and be recognised)", lease.message_id, exc)
+
+    async def _heartbeat(self, holder: list[QueueLease]) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            try:
+                holder[0] = await self.queue.defer(holder[0], VISIBILITY)
+            except (NotFound, StorageUnavailable) as exc:
+                log.warning("lease heartbeat failed: %s", exc)
+
+    async def drain(self) -> None:
+        """Deliver until no message is visible (for `scangw worker --once`, tests and cron-style runs)."""
+        while True:
+            leases = await self.queue.receive(VISIBILITY, 1)
+            if not leases:
+                return
+            await self.process(leases[0])

@@ -1,0 +1,120 @@
+"""`scangw doctor`: one line per check with OK/FAIL and the remedy, so an admin fixes a deployment in one pass.
+
+A bad setting is reported as a FAIL line like any other check (never exit 2): doctor is what you run when
+something is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import dataclass
+
+from gateway.config import Settings, load_settings
+from gateway.core.errors import ConfigError, DeliveryError, GatewayError, PermanentDeliveryError
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'OK  ' if self.ok else 'FAIL'} {self.name}: {self.detail}"
+
+
+async def _storage(settings: Settings) -> Check:
+    from gateway.services import build
+
+    try:
+        svc = await build(settings)
+        try:
+            await svc.jobs.list()
+            await svc.registry.list()
+        finally:
+            await svc.close()
+    except GatewayError as exc:
+        return Check("storage", False, f"{exc}. Remedy: check SCANGW_STORAGE and the identity's storage roles.")
+    where = settings.local_dir or (settings.storage_identity.blob_uri if settings.storage_identity else "Azure")
+    return Check("storage", True, f"reachable ({where})")
+
+
+async def _graph(settings: Settings, send_test: str | None) -> list[Check]:
+    if settings.outbox is not None:
+        return [Check("delivery", True, f"writing .eml files to {settings.outbox} (SCANGW_OUTBOX); Graph not used")]
+    if not settings.sender:
+        return [Check("sender", False, "SCANGW_SENDER is not set. Remedy: set it to the shared mailbox UPN.")]
+    from gateway.delivery.graph import GraphTransport
+    from gateway.delivery.identity import build_credential
+    from gateway.spool.local import LocalBlobStore
+
+    checks: list[Check] = []
+    credential = build_credential(settings)
+    try:
+        try:
+            await credential.get_token(settings.graph_scope)
+            checks.append(Check("identity", True, f"token for {settings.graph_scope}"))
+        except Exception as exc:  # noqa: BLE001 - any identity failure is reported, never raised
+            checks.append(Check("identity", False, f"no token: {exc}. Remedy: enable the managed identity "
+                                "(AZURE_CLIENT_ID for a user-assigned one), or `az login` on a laptop."))
+            return checks
+        transport = GraphTransport(settings, LocalBlobStore(settings.outbox or __import__("pathlib").Path(".")), credential=credential)
+        try:
+            await transport.check_mailbox(settings.sender)
+            checks.append(Check("mailbox", True, f"{settings.sender} reachable with mail permission"))
+        except PermanentDeliveryError as exc:
+            checks.append(Check("mailbox", False, exc.reason()))
+        except DeliveryError as exc:
+            checks.append(Check("mailbox", False, f"{exc} (transient; try again)"))
+        if send_test and all(c.ok for c in checks):
+            checks.append(await _send_test(settings, transport, send_test))
+        await transport.close()
+    finally:
+        await credential.close()
+    return checks
+
+
+async def _send_test(settings: Settings, transport: object, address: str) -> Check:
+    from gateway.core.jobs import new_job_id
+    from gateway.core.message import Address, OutgoingMessage
+    from gateway.delivery.transport import MemoryCheckpoint
+
+    sender = settings.sender or ""
+    message = OutgoingMessage(
+        mailbox=sender,
+        internet_message_id=f"<doctor.{new_job_id()}@{sender.rpartition('@')[2]}>",
+        from_=Address(sender, "Scan gateway"),
+        to=(Address(address),),
+        cc=(),
+        bcc=(),
+        reply_to=(),
+        subject="scangw doctor: test message",
+        body="This test message was sent by `scangw doctor --send-test`. Delivery through Graph works.",
+        body_type="text",
+        attachments=(),
+    )
+    try:
+        await transport.deliver(message, MemoryCheckpoint())  # type: ignore[attr-defined]
+    except DeliveryError as exc:
+        return Check("send-test", False, str(exc))
+    return Check("send-test", True, f"test message sent to {address}")
+
+
+async def run_checks(env: dict[str, str], send_test: str | None) -> list[Check]:
+    try:
+        settings = load_settings(env)
+    except ConfigError as exc:
+        return [Check("settings", False, f"{exc}")]
+    checks = [Check("settings", True, "all settings valid")]
+    storage = await _storage(settings)
+    checks.append(storage)
+    checks.extend(await _graph(settings, send_test))
+    return checks
+
+
+def doctor_main(args: argparse.Namespace, env: dict[str, str]) -> int:
+    checks = asyncio.run(run_checks(env, args.send_test))
+    for check in checks:
+        print(check.line())
+    return 0 if all(c.ok for c in checks) else 1

@@ -1,0 +1,154 @@
+"""Long-running commands: `dev`, `smtp`, `http`, `worker`. Each stops cleanly on SIGTERM/SIGINT: no new work,
+the work in hand finished, nothing lost (whatever is not finished is still in the queue)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from gateway.config import Settings
+from gateway.services import Services, build
+from gateway.telemetry import configure_logging
+
+log = logging.getLogger("scangw")
+
+DEMO_DEVICE = "demo"
+
+
+def dev_environment(env: dict[str, str]) -> dict[str, str]:
+    """`make dev` needs no Azure: embedded storage, and the .eml outbox unless a sender mailbox is set."""
+    env = dict(env)
+    if not env.get("SCANGW_STORAGE") and not any(k.startswith("SCANGW_STORAGE__") for k in env):
+        env["SCANGW_STORAGE"] = "local:.scangw"
+    if not env.get("SCANGW_SENDER") and not env.get("SCANGW_OUTBOX"):
+        env["SCANGW_OUTBOX"] = ".scangw/outbox"
+    return env
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _serve_http(svc: Services, host: str, port: int, stop: asyncio.Event) -> None:
+    import uvicorn
+
+    from gateway.intake.http import create_app
+
+    async def provider() -> Services:
+        return svc
+
+    config = uvicorn.Config(
+        create_app(provider),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=30,
+        h11_max_incomplete_event_size=32 * 1024,
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we own SIGTERM/SIGINT
+    task = asyncio.create_task(server.serve())
+    log.info("http listening on http://%s:%d/api", host, port)
+    await stop.wait()
+    server.should_exit = True
+    await task
+
+
+async def _serve_smtp(
+    svc: Services, listen: list[tuple[str, int]], implicit: list[tuple[str, int]], stop: asyncio.Event
+) -> None:
+    from gateway.intake import smtp as smtp_server
+
+    def ready(addresses: list[tuple[str, int]]) -> None:
+        for host, port in addresses:
+            log.info("smtp listening on %s:%d", host, port)
+
+    await smtp_server.serve(svc.settings, listen, implicit, stop, services=svc, ready=ready)
+
+
+async def _run_worker(svc: Services, stop: asyncio.Event, concurrency: int = 4, once: bool = False) -> None:
+    from gateway.delivery.agent import DeliveryAgent
+    from gateway.delivery.transports import make_transport
+    from gateway.delivery.worker import Worker
+
+    transport = make_transport(svc.settings, svc.spool.blobs)
+    agent = DeliveryAgent(svc, transport, fallback_sender="scangw@localhost")
+    target = f"outbox {svc.settings.outbox}" if svc.settings.outbox else f"Graph {svc.settings.graph_url}"
+    log.info("worker delivering to %s", target)
+    try:
+        if once:
+            await Worker(agent, concurrency).drain()
+        else:
+            await Worker(agent, concurrency).run(stop)
+    finally:
+        await transport.close()
+
+
+async def _main(settings: Settings, body: Callable[[Services, asyncio.Event], Awaitable[None]]) -> int:
+    configure_logging(settings)
+    stop = _stop_event()
+    svc = await build(settings)
+    try:
+        await body(svc, stop)
+    finally:
+        await svc.close()
+    return 0
+
+
+async def smtp(args: argparse.Namespace, settings: Settings) -> int:
+    listen = args.listen or ([] if args.implicit_tls else [("0.0.0.0", 2525)])
+    return await _main(settings, lambda svc, stop: _serve_smtp(svc, listen, args.implicit_tls or [], stop))
+
+
+async def http(args: argparse.Namespace, settings: Settings) -> int:
+    host, port = args.listen
+    return await _main(settings, lambda svc, stop: _serve_http(svc, host, port, stop))
+
+
+async def worker(args: argparse.Namespace, settings: Settings) -> int:
+    return await _main(settings, lambda svc, stop: _run_worker(svc, stop, args.concurrency, args.once))
+
+
+async def _demo_device(svc: Services) -> tuple[str, str]:
+    """Create `demo` once; print a fresh password at every start (the old one is never stored in clear)."""
+    if await svc.registry.get(DEMO_DEVICE) is None:
+        device, password = await svc.registry.add(
+            DEMO_DEVICE, default_to="me@example.com", allow_to=["*@example.com"], sender_name="Demo scanner"
+        )
+    else:
+        device, password = await svc.registry.rotate(DEMO_DEVICE)
+    return device.username, password
+
+
+async def dev(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(svc: Services, stop: asyncio.Event) -> None:
+        username, password = await _demo_device(svc)
+        outbox = Path(settings.outbox).resolve() if settings.outbox else None
+        print(
+            "\nscangw dev is running\n"
+            "  HTTP  http://127.0.0.1:8080/api   SMTP  127.0.0.1:2525\n"
+            f"  device username: {username}\n  device password: {password}\n"
+            f"  delivering to: {outbox or 'Microsoft Graph as ' + str(settings.sender)}\n\n"
+            f'  try: curl -T scan.pdf -u "{username}:{password}" '
+            '"http://127.0.0.1:8080/api/scans/scan.pdf?to=me@example.com"\n',
+            flush=True,
+        )
+        await asyncio.gather(
+            _serve_smtp(svc, [("127.0.0.1", 2525)], [], stop),
+            _serve_http(svc, "127.0.0.1", 8080, stop),
+            _run_worker(svc, stop),
+        )
+
+    return await _main(settings, body)

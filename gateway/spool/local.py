@@ -1,0 +1,308 @@
+"""The embedded twin of Blob/Queue/Table storage: files plus one SQLite database in a folder.
+
+Used by `scangw dev` and by several `scangw` processes sharing one folder, so every write is fsync'd
+before it returns (acknowledge only after durable storage) and SQLite's own locking arbitrates between
+processes. A received queue message is leased, not deleted: if its worker dies it reappears when the
+lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.core.errors import StorageUnavailable
+from gateway.core.ports import CHUNK, Conflict, NotFound, QueueLease, Record, Spool
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (tbl TEXT, key TEXT, data TEXT, etag TEXT, PRIMARY KEY (tbl, key));
+CREATE TABLE IF NOT EXISTS queue (
+    id TEXT PRIMARY KEY, queue TEXT, text TEXT, visible_at REAL, dequeue_count INTEGER, receipt TEXT, seq INTEGER
+);
+CREATE INDEX IF NOT EXISTS queue_visible ON queue (queue, visible_at);
+"""
+
+
+class _Database:
+    """One SQLite connection per process, serialised by a lock; calls run off the event loop."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def _locked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(self._conn)
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                raise StorageUnavailable(f"local spool database error: {exc}") from exc
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(self._locked, fn)
+
+    def close(self) -> None:
+        """Idempotent: the queue and both tables share this connection."""
+        with self._lock:
+            self._conn.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._tmp = root / ".incoming"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        parts = name.split("/")
+        if not name or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"bad blob name {name!r}")
+        return self.root.joinpath(*parts)
+
+    async def write(self, name: str, chunks: AsyncIterable[bytes]) -> int:
+        """Write to a temporary file, fsync, then rename into place: a crash leaves no half blob."""
+        final = self._path(name)
+        tmp = self._tmp / f"{secrets.token_hex(8)}.part"
+        size = 0
+        try:
+            handle = await asyncio.to_thread(open, tmp, "wb")
+            try:
+                async for chunk in chunks:
+                    await asyncio.to_thread(handle.write, chunk)
+                    size += len(chunk)
+                await asyncio.to_thread(handle.flush)
+                await asyncio.to_thread(os.fsync, handle.fileno())
+            finally:
+                handle.close()
+            await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(os.replace, tmp, final)
+            await asyncio.to_thread(_fsync_dir, final.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageUnavailable(f"local spool cannot write {name}: {exc.strerror}") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return size
+
+    async def stream(self, name: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        path = self._path(name)
+        try:
+            handle = await asyncio.to_thread(open, path, "rb")
+        except FileNotFoundError as exc:
+            raise NotFound(name) from exc
+        try:
+            handle.seek(offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                want = CHUNK if remaining is None else min(CHUNK, remaining)
+                chunk = await asyncio.to_thread(handle.read, want)
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+        finally:
+            handle.close()
+
+    async def read_range(self, name: str, offset: int, length: int) -> bytes:
+        parts = [chunk async for chunk in self.stream(name, offset, length)]
+        return b"".join(parts)
+
+    async def size(self, name: str) -> int:
+        try:
+            return (await asyncio.to_thread(self._path(name).stat)).st_size
+        except FileNotFoundError as exc:
+            raise NotFound(name) from exc
+
+    async def list(self, prefix: str) -> list[str]:
+        def scan() -> list[str]:
+            names = []
+            for dirpath, _dirs, files in os.walk(self.root):
+                rel = Path(dirpath).relative_to(self.root)
+                if rel.parts[:1] == (".incoming",):
+                    continue
+                for f in files:
+                    name = "/".join((*rel.parts, f))
+                    if name.startswith(prefix):
+                        names.append(name)
+            return sorted(names)
+
+        return await asyncio.to_thread(scan)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        names = await self.list(prefix)
+        for name in names:
+            await asyncio.to_thread(self._path(name).unlink, missing_ok=True)
+        return len(names)
+
+
+class LocalQueue:
+    def __init__(self, db: _Database, name: str) -> None:
+        self._db = db
+        self._name = name
+
+    async def put(self, text: str, delay: float = 0) -> None:
+        visible = time.time() + delay
+
+        def insert(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO queue VALUES (?, ?, ?, ?, 0, '', (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue))",
+                (secrets.token_hex(12), self._name, text, visible),
+            )
+
+        await self._db.run(insert)
+
+    async def receive(self, visibility: float, max_messages: int = 1) -> list[QueueLease]:
+        now = time.time()
+
+        def take(c: sqlite3.Connection) -> list[QueueLease]:
+            rows = c.execute(
+                "SELECT id, text, dequeue_count FROM queue WHERE queue = ? AND visible_at <= ? ORDER BY visible_at, seq LIMIT ?",
+                (self._name, now, max_messages),
+            ).fetchall()
+            leases = []
+            for msg_id, text, count in rows:
+                receipt = secrets.token_hex(8)
+                c.execute(
+                    "UPDATE queue SET visible_at = ?, dequeue_count = ?, receipt = ? WHERE id = ?",
+                    (now + visibility, count + 1, receipt, msg_id),
+                )
+                leases.append(QueueLease(msg_id, receipt, text, count + 1))
+            return leases
+
+        return await self._db.run(take)
+
+    async def delete(self, lease: QueueLease) -> None:
+        def remove(c: sqlite3.Connection) -> None:
+            cur = c.execute("DELETE FROM queue WHERE id = ? AND receipt = ?", (lease.message_id, lease.receipt))
+            if cur.rowcount == 0:
+                raise NotFound(f"queue message {lease.message_id} (lease lost)")
+
+        await self._db.run(remove)
+
+    async def defer(self, lease: QueueLease, delay: float) -> QueueLease:
+        receipt = secrets.token_hex(8)
+
+        def update(c: sqlite3.Connection) -> None:
+            cur = c.execute(
+                "UPDATE queue SET visible_at = ?, receipt = ? WHERE id = ? AND receipt = ?",
+                (time.time() + delay, receipt, lease.message_id, lease.receipt),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"queue message {lease.message_id} (lease lost)")
+
+        await self._db.run(update)
+        return QueueLease(lease.message_id, receipt, lease.text, lease.dequeue_count)
+
+    async def put_poison(self, text: str) -> None:
+        await LocalQueue(self._db, self._name + "-poison").put(text)
+
+    async def close(self) -> None:
+        self._db.close()
+
+    async def count(self) -> int:
+        return await self._db.run(
+            lambda c: int(c.execute("SELECT COUNT(*) FROM queue WHERE queue = ?", (self._name,)).fetchone()[0])
+        )
+
+
+class LocalTable:
+    def __init__(self, db: _Database, name: str) -> None:
+        self._db = db
+        self._name = name
+
+    async def get(self, key: str) -> Record | None:
+        def read(c: sqlite3.Connection) -> Record | None:
+            row = c.execute("SELECT data, etag FROM records WHERE tbl = ? AND key = ?", (self._name, key)).fetchone()
+            return Record(json.loads(row[0]), row[1]) if row else None
+
+        return await self._db.run(read)
+
+    async def insert(self, key: str, data: dict[str, Any]) -> str:
+        etag = secrets.token_hex(8)
+
+        def write(c: sqlite3.Connection) -> None:
+            try:
+                c.execute("INSERT INTO records VALUES (?, ?, ?, ?)", (self._name, key, json.dumps(data), etag))
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"{self._name}/{key} exists") from exc
+
+        await self._db.run(write)
+        return etag
+
+    async def replace(self, key: str, data: dict[str, Any], etag: str) -> str:
+        new = secrets.token_hex(8)
+
+        def write(c: sqlite3.Connection) -> None:
+            cur = c.execute(
+                "UPDATE records SET data = ?, etag = ? WHERE tbl = ? AND key = ? AND etag = ?",
+                (json.dumps(data), new, self._name, key, etag),
+            )
+            if cur.rowcount == 0:
+                raise Conflict(f"{self._name}/{key} changed or vanished")
+
+        await self._db.run(write)
+        return new
+
+    async def upsert(self, key: str, data: dict[str, Any]) -> str:
+        etag = secrets.token_hex(8)
+        await self._db.run(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)", (self._name, key, json.dumps(data), etag)
+            )
+        )
+        return etag
+
+    async def delete(self, key: str) -> None:
+        await self._db.run(lambda c: c.execute("DELETE FROM records WHERE tbl = ? AND key = ?", (self._name, key)))
+
+    async def list(self) -> list[Record]:
+        rows = await self._db.run(
+            lambda c: c.execute("SELECT data, etag FROM records WHERE tbl = ? ORDER BY key", (self._name,)).fetchall()
+        )
+        return [Record(json.loads(data), etag) for data, etag in rows]
+
+
+async def open_local_spool(directory: Path) -> Spool:
+    """Open (creating if needed) the embedded spool in `directory`; several processes may share it."""
+    from gateway.config import BLOB_CONTAINER, DEVICES_TABLE, JOBS_TABLE, QUEUE_NAME
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        db = await asyncio.to_thread(_Database, directory / "spool.db")
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageUnavailable(f"cannot open the local spool in {directory}: {exc}") from exc
+    return Spool(
+        blobs=LocalBlobStore(directory / BLOB_CONTAINER),
+        queue=LocalQueue(db, QUEUE_NAME),
+        jobs=LocalTable(db, JOBS_TABLE),
+        devices=LocalTable(db, DEVICES_TABLE),
+    )
