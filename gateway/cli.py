@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     devices = sub.add_parser("devices", help="manage devices").add_subparsers(dest="action", required=True)
     for name in ("add", "update"):
-        p = devices.add_parser(name, help=f"{name} a device" + (" and print its password once" if name == "add" else ""))
+        p = devices.add_parser(
+            name, help=f"{name} a device" + (" and print its password once" if name == "add" else "")
+        )
         p.add_argument("name")
         p.add_argument("--sender", metavar="UPN", help="sender mailbox (default SCANGW_SENDER)")
         p.add_argument("--sender-name", metavar="TEXT", help="From display name (default: the device name)")
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _handler(args: argparse.Namespace) -> Handler:
-    from gateway import admin, doctor, run
+    from gateway import admin, run
 
     table: dict[str, Handler] = {
         "dev": run.dev,
@@ -94,7 +96,6 @@ def _handler(args: argparse.Namespace) -> Handler:
         "sweep": admin.sweep,
         "devices": admin.devices,
         "jobs": admin.jobs,
-        "doctor": doctor.doctor,
     }
     return table[args.command]
 

@@ -176,7 +176,9 @@ def _cidrs(env: Mapping[str, str]) -> tuple[ipaddress.IPv4Network | ipaddress.IP
             try:
                 nets.append(ipaddress.ip_network(item.strip(), strict=False))
             except ValueError:
-                raise ConfigError("SCANGW_SMTP_PROXY_CIDRS", f"'{item.strip()}' is not a CIDR like 10.0.0.0/23.") from None
+                raise ConfigError(
+                    "SCANGW_SMTP_PROXY_CIDRS", f"'{item.strip()}' is not a CIDR like 10.0.0.0/23."
+                ) from None
     return tuple(nets)
 
 

@@ -56,10 +56,18 @@ async def _graph(settings: Settings, send_test: str | None) -> list[Check]:
             await credential.get_token(settings.graph_scope)
             checks.append(Check("identity", True, f"token for {settings.graph_scope}"))
         except Exception as exc:  # noqa: BLE001 - any identity failure is reported, never raised
-            checks.append(Check("identity", False, f"no token: {exc}. Remedy: enable the managed identity "
-                                "(AZURE_CLIENT_ID for a user-assigned one), or `az login` on a laptop."))
+            checks.append(
+                Check(
+                    "identity",
+                    False,
+                    f"no token: {exc}. Remedy: enable the managed identity "
+                    "(AZURE_CLIENT_ID for a user-assigned one), or `az login` on a laptop.",
+                )
+            )
             return checks
-        transport = GraphTransport(settings, LocalBlobStore(settings.outbox or __import__("pathlib").Path(".")), credential=credential)
+        transport = GraphTransport(
+            settings, LocalBlobStore(settings.outbox or __import__("pathlib").Path(".")), credential=credential
+        )
         try:
             await transport.check_mailbox(settings.sender)
             checks.append(Check("mailbox", True, f"{settings.sender} reachable with mail permission"))

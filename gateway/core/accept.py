@@ -149,7 +149,9 @@ class Intake:
                 raise MalformedInput("The message is empty.")
 
         ref = lambda: FileRef(blob=blob, name="message.eml", content_type="message/rfc822", size=budget.used)  # noqa: E731
-        return await self._commit(job, spool_message, lambda: job.evolve(self.clock(), files=(ref(),), size=budget.used))
+        return await self._commit(
+            job, spool_message, lambda: job.evolve(self.clock(), files=(ref(),), size=budget.used)
+        )
 
     async def _commit(self, job: Job, write: Callable[[], Awaitable[None]], finish: Callable[[], Job]) -> Job:
         try:

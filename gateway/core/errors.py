@@ -1,18 +1,18 @@
 """Typed errors of the gateway; the edges (SMTP, HTTP, CLI) pick reply codes from these types.
 
-    GatewayError
-    ├── InputError              the client sent something we will not accept (never retried)
-    │   ├── AuthenticationFailed   bad or missing device credentials
-    │   ├── AuthThrottled          too many failures for this username or address: retry later
-    │   ├── RecipientNotAllowed    the device may not send there (no open relay)
-    │   ├── MessageTooLarge        over SCANGW_MAX_MESSAGE_MB
-    │   └── MalformedInput         unparseable request, empty body, bad file name
-    ├── StorageUnavailable      the spool could not store durably: nothing was accepted
-    ├── BusyError               over the in-flight budget: the device should retry
-    ├── ConfigError             a setting is wrong; names the setting
-    └── DeliveryError           sending through Graph (or the outbox) failed
-        ├── TransientDeliveryError   retry later, maybe after `retry_after` seconds
-        └── PermanentDeliveryError   will never succeed as is; carries the admin's remedy
+GatewayError
+├── InputError              the client sent something we will not accept (never retried)
+│   ├── AuthenticationFailed   bad or missing device credentials
+│   ├── AuthThrottled          too many failures for this username or address: retry later
+│   ├── RecipientNotAllowed    the device may not send there (no open relay)
+│   ├── MessageTooLarge        over SCANGW_MAX_MESSAGE_MB
+│   └── MalformedInput         unparseable request, empty body, bad file name
+├── StorageUnavailable      the spool could not store durably: nothing was accepted
+├── BusyError               over the in-flight budget: the device should retry
+├── ConfigError             a setting is wrong; names the setting
+└── DeliveryError           sending through Graph (or the outbox) failed
+    ├── TransientDeliveryError   retry later, maybe after `retry_after` seconds
+    └── PermanentDeliveryError   will never succeed as is; carries the admin's remedy
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def compose(job: Job, parsed: ParsedMessage, device: Device, default_sender: str
     mailbox = job.sender or device.sender or default_sender
     if not mailbox:
         raise ValueError("no sender mailbox")
-    domains = allowed_domains(device, default_sender)
+    domains = allowed_domains(device, mailbox)
     original = parsed.reply_to or parsed.from_
     user = original if original and original.address.rpartition("@")[2].lower() in domains else None
     if user is not None and user.address.lower() == mailbox.lower():

@@ -8,7 +8,9 @@ BASE_SECONDS = 15.0
 CAP_SECONDS = 30 * 60.0
 
 
-def backoff(attempt: int, rng: random.Random | None = None, base: float = BASE_SECONDS, cap: float = CAP_SECONDS) -> float:
+def backoff(
+    attempt: int, rng: random.Random | None = None, base: float = BASE_SECONDS, cap: float = CAP_SECONDS
+) -> float:
     """Exponential backoff with 'full jitter' on the upper half, so a burst of failures spreads out."""
     ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
     return ceiling / 2 + (rng or random).random() * ceiling / 2
