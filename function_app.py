@@ -1,6 +1,5 @@
 """Azure Functions bindings only (contract section 7); every decision lives in gateway/."""
 
-
 import azure.functions as func
 
 from gateway.config import QUEUE_NAME
@@ -24,6 +23,3 @@ async def deliver(msg: func.QueueMessage) -> None:
 @app.timer_trigger(arg_name="timer", schedule="0 17 * * * *", run_on_startup=False, use_monitor=True)
 async def retention(timer: func.TimerRequest) -> None:
     await sweep_retention()
-
-
-

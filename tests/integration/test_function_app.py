@@ -1,0 +1,104 @@
+"""function_app.py as the Functions host would call it: the registered user functions, fed with
+azure.functions request and queue message objects (Core Tools cannot run here)."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import hashlib
+import importlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from gateway.core.jobs import JobState
+from tests.support import local_env, services_for
+
+
+@pytest.fixture
+def function_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    for key, value in local_env(tmp_path, SCANGW_SENDER="scanner@contoso.com").items():
+        monkeypatch.setenv(key, value)
+    import gateway.functions
+
+    importlib.reload(gateway.functions)  # a fresh process-wide Services for this test's settings
+    module = importlib.reload(importlib.import_module("function_app"))
+    # get_functions() indexes the app and may run once per app object, as in the host.
+    module.indexed = {f.get_function_name(): f for f in module.app.get_functions()}  # type: ignore[attr-defined]
+    yield module
+
+
+def user_function(module: ModuleType, name: str) -> Any:
+    return module.indexed[name].get_user_function()
+
+
+def test_bindings_are_exactly_as_the_contract_pins_them(function_app: ModuleType) -> None:
+    bindings = {name: json.loads(f.get_function_json())["bindings"] for name, f in function_app.indexed.items()}
+    http = next(b for b in bindings["http_intake"] if b["type"] == "httpTrigger")
+    assert http["authLevel"].lower() == "anonymous" and http["route"] == "{*path}"
+    queue = next(b for b in bindings["deliver"] if b["type"] == "queueTrigger")
+    assert (queue["queueName"], queue["connection"]) == ("scan-jobs", "SCANGW_STORAGE")
+    assert any(b["type"] == "timerTrigger" for b in bindings["retention"])
+
+
+def test_host_json_sets_the_queue_extension_deliberately() -> None:
+    host = json.loads((Path(__file__).parents[2] / "host.json").read_text())
+    queues = host["extensions"]["queues"]
+    assert queues["messageEncoding"] == "base64"
+    assert {"batchSize", "visibilityTimeout", "maxDequeueCount"} <= set(queues)
+
+
+def test_upload_through_http_trigger_then_delivery_through_queue_trigger(
+    function_app: ModuleType, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        svc = await services_for(tmp_path, SCANGW_SENDER="scanner@contoso.com")
+        _, password = await svc.registry.add("mfp1", default_to="me@contoso.com")
+        data = os.urandom(123_456)
+        import base64
+
+        auth = base64.b64encode(f"mfp1:{password}".encode()).decode()
+        req = func.HttpRequest(
+            method="PUT",
+            url="http://localhost/api/scans/report.pdf?to=boss@contoso.com&subject=Q3",
+            headers={"Authorization": f"Basic {auth}", "Content-Type": "application/pdf"},
+            params={"to": "boss@contoso.com", "subject": "Q3"},
+            route_params={"path": "scans/report.pdf"},
+            body=data,
+        )
+        response = await user_function(function_app, "http_intake")(req, None)
+        assert response.status_code == 202, response.get_body()
+        job_id = json.loads(response.get_body())["id"]
+
+        health = await user_function(function_app, "http_intake")(
+            func.HttpRequest(method="GET", url="http://localhost/api/health", body=b""), None
+        )
+        assert health.status_code == 200
+
+        lease = (await svc.spool.queue.receive(30))[0]
+        await user_function(function_app, "deliver")(func.QueueMessage(body=lease.text.encode()))
+        job = await svc.jobs.get(job_id)
+        assert job is not None and job.state == JobState.SENT
+        [eml] = list((tmp_path / "outbox").glob("*.eml"))
+        msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+        assert msg["Subject"] == "Q3" and msg["To"] == "boss@contoso.com"
+        assert msg["From"].addresses[0].addr_spec == "scanner@contoso.com"
+        [part] = list(msg.iter_attachments())
+        assert part.get_filename() == "report.pdf"
+        assert hashlib.sha256(part.get_content()).hexdigest() == hashlib.sha256(data).hexdigest()
+        await svc.close()
+
+    asyncio.run(scenario())
+
+
+def test_http_trigger_refuses_bodies_over_the_platform_limit(function_app: ModuleType) -> None:
+    from gateway.functions import PLATFORM_BODY_LIMIT
+
+    assert PLATFORM_BODY_LIMIT == 104_857_600
