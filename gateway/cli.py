@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scangw {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("dev", help="all-in-one: SMTP + HTTP + worker on embedded storage")
+    dev = sub.add_parser("dev", help="all-in-one: SMTP + HTTP + worker on embedded storage")
+    dev.add_argument("--smtp-listen", type=_hostport("127.0.0.1"), default=("127.0.0.1", 2525), metavar="HOST:PORT")
+    dev.add_argument("--http-listen", type=_hostport("127.0.0.1"), default=("127.0.0.1", 8080), metavar="HOST:PORT")
     smtp = sub.add_parser("smtp", help="SMTP front door (the container sidecar)")
     smtp.add_argument("--listen", action="append", type=_hostport("0.0.0.0"), metavar="HOST:PORT")
     smtp.add_argument("--implicit-tls", action="append", type=_hostport("0.0.0.0"), metavar="HOST:PORT")

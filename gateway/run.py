@@ -136,18 +136,19 @@ async def dev(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services, stop: asyncio.Event) -> None:
         username, password = await _demo_device(svc)
         outbox = Path(settings.outbox).resolve() if settings.outbox else None
+        (smtp_host, smtp_port), (http_host, http_port) = args.smtp_listen, args.http_listen
         print(
             "\nscangw dev is running\n"
-            "  HTTP  http://127.0.0.1:8080/api   SMTP  127.0.0.1:2525\n"
+            f"  HTTP  http://{http_host}:{http_port}/api   SMTP  {smtp_host}:{smtp_port}\n"
             f"  device username: {username}\n  device password: {password}\n"
             f"  delivering to: {outbox or 'Microsoft Graph as ' + str(settings.sender)}\n\n"
             f'  try: curl -T scan.pdf -u "{username}:{password}" '
-            '"http://127.0.0.1:8080/api/scans/scan.pdf?to=me@example.com"\n',
+            f'"http://{http_host}:{http_port}/api/scans/scan.pdf?to=me@example.com"\n',
             flush=True,
         )
         await asyncio.gather(
-            _serve_smtp(svc, [("127.0.0.1", 2525)], [], stop),
-            _serve_http(svc, "127.0.0.1", 8080, stop),
+            _serve_smtp(svc, [args.smtp_listen], [], stop),
+            _serve_http(svc, http_host, http_port, stop),
             _run_worker(svc, stop),
         )
 

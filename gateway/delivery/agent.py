@@ -1,8 +1,9 @@
 """The delivery agent: one queue message in, one job advanced, an outcome out (done, or retry after N s).
 
 The same code runs in `scangw worker` and in the queue-triggered Function. The job record is the truth:
-the agent claims the job with an etag-checked lease, resumes from the recorded progress, and on a crash
-at any line the next run picks up where the record says. Transient failures come back with a delay;
+every side effect is preceded by an etag-checked write of the intent, so if two runs ever overlap (a
+duplicated queue message), the later writer wins and the other stops before acting; and after a crash at
+any line the next run sees the recorded intent and resumes instead of repeating. Transient failures come back with a delay;
 permanent ones end `failed` with a reason and a notice.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,8 +30,8 @@ from gateway.services import Services
 
 log = logging.getLogger("scangw.delivery")
 
-#: A claimed job is ours this long unless we renew it (every checkpoint does).
-LEASE_SECONDS = 600.0
+#: When another run took the job over, look again this much later (its own message carries the job).
+TAKEN_OVER_RETRY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class JobCheckpoint:
         await self.update(**{self._key: merged})
 
     async def update(self, **progress: Any) -> None:
-        new = {**self.job.progress, **progress, "lease": self._agent.lease()}
+        new = {**self.job.progress, **progress}
         try:
             self.job, self.etag = await self._agent.services.jobs.save(self.job, self.etag, progress=new)
         except Conflict as exc:
@@ -97,10 +97,6 @@ class DeliveryAgent:
         self.fallback_sender = fallback_sender
         self.clock = clock
         self.rng = rng or random.Random()
-        self.owner = secrets.token_hex(6)
-
-    def lease(self) -> dict[str, Any]:
-        return {"owner": self.owner, "until": self.clock() + LEASE_SECONDS}
 
     async def handle(self, text: str | bytes) -> Outcome:
         """Never raises for a job's own problems; raises StorageUnavailable only when storage is down."""
@@ -118,14 +114,10 @@ class DeliveryAgent:
         if job.state.final:
             return Done()
         now = self.clock()
-        lease = job.progress.get("lease") or {}
-        if lease.get("owner") not in (None, self.owner) and float(lease.get("until", 0)) > now:
-            return Retry(float(lease["until"]) - now + 1)
         not_before = float(job.progress.get("not_before") or 0)
         if not_before > now + 1:
             return Retry(not_before - now)
         progress = {k: v for k, v in job.progress.items() if k != "not_before"}
-        progress["lease"] = self.lease()
         checkpoint = JobCheckpoint(self, job, etag, "delivery")
         try:
             await checkpoint.set(state=JobState.SENDING, attempts=job.attempts + 1, progress=progress)
@@ -133,7 +125,7 @@ class DeliveryAgent:
             return await self._deliver(checkpoint)
         except TakenOver:
             log.warning("job=%s taken over by another worker", job.id)
-            return Retry(LEASE_SECONDS / 10)
+            return Retry(TAKEN_OVER_RETRY_SECONDS)
 
     async def _deliver(self, cp: JobCheckpoint) -> Outcome:
         job = cp.job
@@ -187,8 +179,7 @@ class DeliveryAgent:
             await cp.update(failing=final)
             return await self._fail(cp, final)
         delay = next_delay(job.attempts, retry_after, self.rng)
-        progress = {k: v for k, v in job.progress.items() if k != "lease"}
-        progress["not_before"] = self.clock() + delay
+        progress = {**job.progress, "not_before": self.clock() + delay}
         await cp.set(state=JobState.QUEUED, error=reason, progress=progress)
         log.warning("job=%s state=queued retry_in=%.0fs reason=%s", job.id, delay, reason)
         return Retry(delay)
@@ -208,10 +199,8 @@ class DeliveryAgent:
                 await self.transport.deliver(failure_notice(job, reason, sender, recipients), notice_cp)
             except TransientDeliveryError as exc:
                 cp.job, cp.etag = notice_cp.job, notice_cp.etag
-                progress = {k: v for k, v in cp.job.progress.items() if k != "lease"}
                 delay = next_delay(1, exc.retry_after, self.rng)
-                progress["not_before"] = self.clock() + delay
-                await cp.set(progress=progress)
+                await cp.set(progress={**cp.job.progress, "not_before": self.clock() + delay})
                 return Retry(delay)
             except PermanentDeliveryError as exc:
                 log.error("job=%s failure notice could not be sent: %s", job.id, exc.reason())
