@@ -94,9 +94,15 @@ class LocalBlobStore:
         try:
             handle = await asyncio.to_thread(open, tmp, "wb")
             try:
+                # Coalesce small network reads (~64 KiB) so the thread hop is paid per MiB, not per read.
+                pending = bytearray()
                 async for chunk in chunks:
-                    await asyncio.to_thread(handle.write, chunk)
+                    pending += chunk
                     size += len(chunk)
+                    if len(pending) >= CHUNK:
+                        await asyncio.to_thread(handle.write, pending)
+                        pending = bytearray()
+                await asyncio.to_thread(handle.write, pending)
                 await asyncio.to_thread(handle.flush)
                 await asyncio.to_thread(os.fsync, handle.fileno())
             finally:
