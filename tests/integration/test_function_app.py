@@ -102,3 +102,56 @@ def test_http_trigger_refuses_bodies_over_the_platform_limit(function_app: Modul
     from gateway.functions import PLATFORM_BODY_LIMIT
 
     assert PLATFORM_BODY_LIMIT == 104_857_600
+
+
+def test_function_app_on_azurite_reads_the_base64_message_the_host_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, azurite_connection_string: str
+) -> None:
+    """The HTTP trigger stores into Azure Storage; the raw queue message is base64 as the host expects."""
+    import base64
+
+    from azure.storage.queue import QueueClient
+
+    from tests.integration.azurite import reset_azurite
+
+    reset_azurite(azurite_connection_string)
+    monkeypatch.setenv("SCANGW_STORAGE", azurite_connection_string)
+    monkeypatch.setenv("SCANGW_OUTBOX", str(tmp_path / "outbox"))
+    monkeypatch.setenv("SCANGW_SENDER", "scanner@contoso.com")
+    import gateway.functions
+
+    importlib.reload(gateway.functions)
+    module = importlib.reload(importlib.import_module("function_app"))
+    indexed = {f.get_function_name(): f.get_user_function() for f in module.app.get_functions()}
+
+    async def scenario() -> None:
+        svc = await gateway.functions.services()
+        _, password = await svc.registry.add("mfp1", default_to="me@contoso.com")
+        data = os.urandom(4 * 1024 * 1024 + 7)
+        auth = base64.b64encode(f"mfp1:{password}".encode()).decode()
+        req = func.HttpRequest(
+            method="PUT",
+            url="http://localhost/api/scans/big.pdf",
+            headers={"Authorization": f"Basic {auth}"},
+            body=data,
+        )
+        response = await indexed["http_intake"](req, None)
+        assert response.status_code == 202, response.get_body()
+        job_id = json.loads(response.get_body())["id"]
+
+        raw = QueueClient.from_connection_string(azurite_connection_string, "scan-jobs")
+        [message] = list(raw.receive_messages(visibility_timeout=30))
+        body = base64.b64decode(message.content)  # what the Functions host decodes before calling us
+        assert json.loads(body)["id"] == job_id
+        raw.delete_message(message)
+        raw.close()
+
+        await indexed["deliver"](func.QueueMessage(body=body))
+        job = await svc.jobs.get(job_id)
+        assert job is not None and job.state == JobState.SENT
+        [eml] = list((tmp_path / "outbox").glob("*.eml"))
+        [part] = list(email.message_from_bytes(eml.read_bytes(), policy=email.policy.default).iter_attachments())
+        assert hashlib.sha256(part.get_content()).hexdigest() == hashlib.sha256(data).hexdigest()
+        await svc.close()
+
+    asyncio.run(scenario())
