@@ -16,9 +16,11 @@ def backoff(
     return ceiling / 2 + (rng or random).random() * ceiling / 2
 
 
-def next_delay(attempt: int, retry_after: float | None, rng: random.Random | None = None) -> float:
+def next_delay(
+    attempt: int, retry_after: float | None, rng: random.Random | None = None, base: float = BASE_SECONDS
+) -> float:
     """Never earlier than the server asked (Retry-After), never a busy loop."""
-    delay = backoff(attempt, rng)
+    delay = backoff(attempt, rng, base=base)
     if retry_after is not None:
         delay = max(delay, retry_after) if attempt > 3 else max(retry_after, 1.0)
     return delay

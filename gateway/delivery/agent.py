@@ -178,7 +178,7 @@ class DeliveryAgent:
             final = f"Gave up after {job.attempts} attempts over {age_hours:.1f} h. Last error: {reason}"
             await cp.update(failing=final)
             return await self._fail(cp, final)
-        delay = next_delay(job.attempts, retry_after, self.rng)
+        delay = next_delay(job.attempts, retry_after, self.rng, self.settings.retry_base_seconds)
         progress = {**job.progress, "not_before": self.clock() + delay}
         await cp.set(state=JobState.QUEUED, error=reason, progress=progress)
         log.warning("job=%s state=queued retry_in=%.0fs reason=%s", job.id, delay, reason)
@@ -199,7 +199,7 @@ class DeliveryAgent:
                 await self.transport.deliver(failure_notice(job, reason, sender, recipients), notice_cp)
             except TransientDeliveryError as exc:
                 cp.job, cp.etag = notice_cp.job, notice_cp.etag
-                delay = next_delay(1, exc.retry_after, self.rng)
+                delay = next_delay(1, exc.retry_after, self.rng, self.settings.retry_base_seconds)
                 await cp.set(progress={**cp.job.progress, "not_before": self.clock() + delay})
                 return Retry(delay)
             except PermanentDeliveryError as exc:
