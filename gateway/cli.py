@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="delivery agent: drain the job queue until stopped")
     worker.add_argument("--concurrency", type=int, default=4, help="jobs delivered at once (default 4)")
     worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    worker.add_argument(
+        "--lease-seconds", type=float, default=45.0, help="a dead worker's job reappears after this (default 45)"
+    )
     sub.add_parser("sweep", help="apply retention once (what the timer trigger does)")
 
     devices = sub.add_parser("devices", help="manage devices").add_subparsers(dest="action", required=True)

@@ -78,7 +78,9 @@ async def _serve_smtp(
     await smtp_server.serve(svc.settings, listen, implicit, stop, services=svc, ready=ready)
 
 
-async def _run_worker(svc: Services, stop: asyncio.Event, concurrency: int = 4, once: bool = False) -> None:
+async def _run_worker(
+    svc: Services, stop: asyncio.Event, concurrency: int = 4, once: bool = False, lease_seconds: float = 45.0
+) -> None:
     from gateway.delivery.agent import DeliveryAgent
     from gateway.delivery.transports import make_transport
     from gateway.delivery.worker import Worker
@@ -88,10 +90,8 @@ async def _run_worker(svc: Services, stop: asyncio.Event, concurrency: int = 4, 
     target = f"outbox {svc.settings.outbox}" if svc.settings.outbox else f"Graph {svc.settings.graph_url}"
     log.info("worker delivering to %s", target)
     try:
-        if once:
-            await Worker(agent, concurrency).drain()
-        else:
-            await Worker(agent, concurrency).run(stop)
+        worker = Worker(agent, concurrency, lease_seconds=lease_seconds)
+        await (worker.drain() if once else worker.run(stop))
     finally:
         await transport.close()
 
@@ -118,7 +118,9 @@ async def http(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def worker(args: argparse.Namespace, settings: Settings) -> int:
-    return await _main(settings, lambda svc, stop: _run_worker(svc, stop, args.concurrency, args.once))
+    return await _main(
+        settings, lambda svc, stop: _run_worker(svc, stop, args.concurrency, args.once, args.lease_seconds)
+    )
 
 
 async def _demo_device(svc: Services) -> tuple[str, str]:

@@ -16,8 +16,8 @@ from gateway.delivery.agent import DeliveryAgent, Done, Retry
 
 log = logging.getLogger("scangw.worker")
 
+#: How long a received message stays hidden; renewed every third of it while its job runs.
 VISIBILITY = 45.0
-HEARTBEAT = 15.0
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
@@ -26,8 +26,11 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
 
 
 class Worker:
-    def __init__(self, agent: DeliveryAgent, concurrency: int = 4, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self, agent: DeliveryAgent, concurrency: int = 4, poll_seconds: float = 1.0, lease_seconds: float = VISIBILITY
+    ) -> None:
         self.agent = agent
+        self.lease_seconds = lease_seconds
         self.queue = agent.services.spool.queue
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
@@ -39,7 +42,7 @@ class Worker:
     async def _slot(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                leases = await self.queue.receive(VISIBILITY, 1)
+                leases = await self.queue.receive(self.lease_seconds, 1)
             except StorageUnavailable as exc:
                 log.error("queue unavailable: %s", exc)
                 await _wait(stop, 5)
@@ -71,16 +74,16 @@ class Worker:
 
     async def _heartbeat(self, holder: list[QueueLease]) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT)
+            await asyncio.sleep(self.lease_seconds / 3)
             try:
-                holder[0] = await self.queue.defer(holder[0], VISIBILITY)
+                holder[0] = await self.queue.defer(holder[0], self.lease_seconds)
             except (NotFound, StorageUnavailable) as exc:
                 log.warning("lease heartbeat failed: %s", exc)
 
     async def drain(self) -> None:
         """Deliver until no message is visible (for `scangw worker --once`, tests and cron-style runs)."""
         while True:
-            leases = await self.queue.receive(VISIBILITY, 1)
+            leases = await self.queue.receive(self.lease_seconds, 1)
             if not leases:
                 return
             await self.process(leases[0])
