@@ -62,6 +62,7 @@ class Settings:
     max_attempts: int = 50
     max_age_hours: float = 24.0
     retry_base_seconds: float = 15.0
+    send_grace_seconds: float = 300.0
     partial_wait_minutes: float = 30.0
     link_hours: float = 0.0
     keep_sent_hours: float = 0.0
@@ -216,6 +217,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_attempts=int(_number(env, "SCANGW_MAX_ATTEMPTS", 50, 1)),
         max_age_hours=_number(env, "SCANGW_MAX_AGE_HOURS", 24, 0.01),
         retry_base_seconds=_number(env, "SCANGW_RETRY_BASE_SECONDS", 15, 0.1, 3600),
+        send_grace_seconds=_number(env, "SCANGW_SEND_GRACE_SECONDS", 300, 0, 86400),
         partial_wait_minutes=_number(env, "SCANGW_PARTIAL_WAIT_MINUTES", 30, 0),
         link_hours=_number(env, "SCANGW_LINK_HOURS", 0, 0, 168),
         keep_sent_hours=_number(env, "SCANGW_KEEP_SENT_HOURS", 0, 0),

@@ -54,7 +54,9 @@ class _Collector:
         self._value += d[s:e]
 
     def _header_end(self) -> None:
-        self._headers[self._field.decode("latin-1").lower()] = self._value.decode("utf-8", "replace")
+        # latin-1 keeps the raw bytes (browsers and devices send UTF-8 file names unescaped); the file name is
+        # decoded from those bytes later, so nothing is lost to a wrong guess here.
+        self._headers[self._field.decode("latin-1").lower()] = self._value.decode("latin-1")
         self._field = self._value = b""
 
 
@@ -117,13 +119,22 @@ class MultipartReader:
             raw_filename = params.get(b"filename*") or params.get(b"filename")
             filename = _decode_filename(raw_filename) if raw_filename is not None else None
             chunks = self._part_chunks()
-            yield Part(name, filename, event.headers.get("content-type"), chunks)
+            content_type = event.headers.get("content-type")
+            yield Part(
+                name,
+                filename,
+                content_type.encode("latin-1").decode("utf-8", "replace") if content_type else None,
+                chunks,
+            )
             async for _ in chunks:  # drain whatever the consumer left unread
                 pass
 
 
 def _decode_filename(raw: bytes) -> str:
-    text = raw.decode("utf-8", "replace")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
     if "''" in text:  # RFC 5987 form: utf-8''na%C3%AFve.pdf
         from urllib.parse import unquote
 
