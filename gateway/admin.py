@@ -108,16 +108,16 @@ async def jobs(args: argparse.Namespace, settings: Settings) -> int:
                 for job in listed:
                     print(_job_line(job))
         elif args.action == "show":
-            job = await svc.jobs.get(args.id)
-            if job is None:
+            found = await svc.jobs.get(args.id)
+            if found is None:
                 raise MalformedInput(f"No job {args.id}. See: scangw jobs list")
-            detail = {**job.summary(), "files": [f.name for f in job.files]}
+            detail = {**found.summary(), "files": [f.name for f in found.files]}
             print(json.dumps(detail, indent=None if args.json else 2, ensure_ascii=False))
         else:
             from gateway.delivery.requeue import retry_job
 
-            job = await retry_job(svc, args.id)
-            print(f"job {job.id} queued again")
+            retried = await retry_job(svc, args.id)
+            print(f"job {retried.id} queued again")
         return 0
     finally:
         await svc.close()

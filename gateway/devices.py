@@ -7,11 +7,12 @@ or request; only the argon2 computation is cached briefly, keyed by an HMAC that
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -46,7 +47,7 @@ class DeviceRegistry:
             raise MalformedInput(f"No device named '{name}'. See: scangw devices list")
         return device
 
-    async def list(self) -> list[Device]:
+    async def list(self) -> builtins.list[Device]:
         return sorted((Device.from_record(r.data) for r in await self._table.list()), key=lambda d: d.name)
 
     async def add(
@@ -57,8 +58,8 @@ class DeviceRegistry:
         sender_name: str | None = None,
         reply_to: str | None = None,
         default_to: str | None = None,
-        allow_to: list[str] | tuple[str, ...] = (),
-        from_ip: list[str] | tuple[str, ...] = (),
+        allow_to: Sequence[str] = (),
+        from_ip: Sequence[str] = (),
     ) -> tuple[Device, str]:
         """Register a device; return it with its password, which is shown once and never stored."""
         check_name(name)

@@ -57,8 +57,11 @@ async def _serve_http(svc: Services, host: str, port: int, stop: asyncio.Event) 
         timeout_graceful_shutdown=30,
         h11_max_incomplete_event_size=32 * 1024,
     )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we own SIGTERM/SIGINT
+    class Server(uvicorn.Server):
+        def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+            return contextlib.nullcontext()  # this process owns SIGTERM/SIGINT: one stop for every part
+
+    server = Server(config)
     task = asyncio.create_task(server.serve())
     log.info("http listening on http://%s:%d/api", host, port)
     await stop.wait()

@@ -28,7 +28,7 @@ def configure_logging(settings: Settings | None = None, level: int = logging.INF
 def enable_azure_monitor(settings: Settings) -> None:
     """Optional dependency: the Function host may already export; a second exporter would duplicate."""
     try:
-        from azure.monitor.opentelemetry import configure_azure_monitor  # type: ignore[import-not-found]
+        from azure.monitor.opentelemetry import configure_azure_monitor
     except ImportError:
         logging.getLogger("scangw").warning("azure-monitor-opentelemetry not installed; telemetry export off")
         return

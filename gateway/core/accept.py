@@ -148,10 +148,11 @@ class Intake:
             if await self.spool.blobs.write(blob, budget.meter(data)) == 0:
                 raise MalformedInput("The message is empty.")
 
-        ref = lambda: FileRef(blob=blob, name="message.eml", content_type="message/rfc822", size=budget.used)  # noqa: E731
-        return await self._commit(
-            job, spool_message, lambda: job.evolve(self.clock(), files=(ref(),), size=budget.used)
-        )
+        def finish() -> Job:
+            ref = FileRef(blob=blob, name="message.eml", content_type="message/rfc822", size=budget.used)
+            return job.evolve(self.clock(), files=(ref,), size=budget.used)
+
+        return await self._commit(job, spool_message, finish)
 
     async def _commit(self, job: Job, write: Callable[[], Awaitable[None]], finish: Callable[[], Job]) -> Job:
         try:

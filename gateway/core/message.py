@@ -73,7 +73,9 @@ def place_recipients(
         return tuple(Address(a) for a in envelope), (), ()
     to_set = {a.lower() for a in header_to}
     cc_set = {a.lower() for a in header_cc}
-    to, cc, bcc = [], [], []
+    to: list[Address] = []
+    cc: list[Address] = []
+    bcc: list[Address] = []
     for addr in envelope:
         key = addr.lower()
         (to if key in to_set else cc if key in cc_set else bcc).append(Address(addr))

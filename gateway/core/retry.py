@@ -12,8 +12,9 @@ def backoff(
     attempt: int, rng: random.Random | None = None, base: float = BASE_SECONDS, cap: float = CAP_SECONDS
 ) -> float:
     """Exponential backoff with 'full jitter' on the upper half, so a burst of failures spreads out."""
-    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
-    return ceiling / 2 + (rng or random).random() * ceiling / 2
+    ceiling = min(cap, base * 2.0 ** max(0, attempt - 1))
+    jitter = float((rng or random).random())
+    return ceiling / 2 + jitter * ceiling / 2
 
 
 def next_delay(

@@ -190,8 +190,9 @@ class DeliveryAgent:
         sender = self.settings.sender
         scanning_user = job.reply_to
         parsed = job.progress.get("parsed") or {}
-        if parsed.get("reply_to") or parsed.get("from_"):
-            scanning_user = (parsed.get("reply_to") or parsed.get("from_"))["address"]
+        original = parsed.get("reply_to") or parsed.get("from_")
+        if original:
+            scanning_user = original["address"]
         recipients = notice_recipients(scanning_user, self.settings.admin_email)
         if sender and recipients:
             notice_cp = JobCheckpoint(self, job, cp.etag, "notice")
