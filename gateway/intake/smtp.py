@@ -1,0 +1,173 @@
+"""The SMTP door (`scangw smtp`): listeners, TLS, graceful stop. Scanners that only know "scan to email"
+authenticate with their device credentials and hand over a message; it is acknowledged with
+`250 2.0.0 Ok: queued as <job id>` only after `accept_mime()` stored it durably and queued the job.
+
+Entry points: `serve()` (what the CLI runs) and `reload_tls()` (what the CLI calls on SIGHUP). The session
+logic lives in `smtp_session`, the translation to the core in `smtp_door`, TLS profiles in `smtp_tls`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+from gateway.config import Settings
+from gateway.core.errors import ConfigError
+from gateway.intake.smtp_door import Door
+from gateway.intake.smtp_limits import SmtpLimits
+from gateway.intake.smtp_session import ScanSMTP
+from gateway.intake.smtp_tls import TlsConfig
+from gateway.services import Services, build
+
+log = logging.getLogger("scangw.smtp")
+
+Address = tuple[str, int]
+_RUNNING: set[SmtpServer] = set()
+
+
+def reload_tls() -> int:
+    """Reload the certificate and key of every SMTP server running in this process (wire it to SIGHUP).
+
+    New handshakes use the new certificate; sessions already up keep theirs. A bad file is logged and the old
+    certificate keeps serving. Returns how many servers reloaded.
+    """
+    done = 0
+    for server in list(_RUNNING):
+        if server.reload_tls():
+            done += 1
+    return done
+
+
+class SmtpServer:
+    """All listeners of one SMTP door, sharing one handler, one limiter set and one TLS context."""
+
+    def __init__(self, settings: Settings, services: Services, limits: SmtpLimits | None = None) -> None:
+        self.settings = settings
+        self.limits = limits or SmtpLimits()
+        self.tls: TlsConfig | None = None
+        if settings.smtp_tls_cert and settings.smtp_tls_key:
+            try:
+                self.tls = TlsConfig(settings.smtp_tls_cert, settings.smtp_tls_key, settings.smtp_legacy_tls)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise ConfigError("SCANGW_SMTP_TLS_CERT", f"cannot load the certificate and key: {exc}") from exc
+        if settings.smtp_require_tls_auth and self.tls is None:
+            raise ConfigError(
+                "SCANGW_SMTP_REQUIRE_TLS_AUTH",
+                "is 1 but no certificate is configured, so no device could log in; set SCANGW_SMTP_TLS_CERT and "
+                "SCANGW_SMTP_TLS_KEY, or set SCANGW_SMTP_REQUIRE_TLS_AUTH=0 on a private network.",
+            )
+        self.door = Door(settings, services, self.limits, settings.smtp_require_tls_auth)
+        self.hostname = socket.gethostname()
+        self._servers: list[asyncio.Server] = []
+
+    async def start(self, listen: list[Address], implicit_tls: list[Address]) -> list[Address]:
+        """Open every listener (port 0 picks a free port); return the addresses actually bound, in order."""
+        if implicit_tls and self.tls is None:
+            raise ConfigError(
+                "SCANGW_SMTP_TLS_CERT", "--implicit-tls needs a certificate: set SCANGW_SMTP_TLS_CERT/_KEY."
+            )
+        loop = asyncio.get_running_loop()
+        bound: list[Address] = []
+        try:
+            for (host, port), implicit in [(a, False) for a in listen] + [(a, True) for a in implicit_tls]:
+                server = await loop.create_server(
+                    self._factory(implicit),
+                    host,
+                    port,
+                    ssl=self.tls.context if implicit and self.tls else None,
+                    ssl_handshake_timeout=30 if implicit else None,
+                    reuse_address=True,
+                )
+                self._servers.append(server)
+                for sock in server.sockets:
+                    address = sock.getsockname()
+                    bound.append((str(address[0]), int(address[1])))
+                    mode = "implicit-tls" if implicit else ("starttls" if self.tls else "plain")
+                    profile = self.tls.profile if self.tls else "-"
+                    log.info(
+                        "event=smtp.listen address=%s:%d mode=%s tls_profile=%s", address[0], address[1], mode, profile
+                    )
+        except OSError as exc:
+            await self._close_listeners()
+            raise ConfigError("--listen", f"cannot listen: {exc.strerror or exc}") from exc
+        _RUNNING.add(self)
+        return bound
+
+    def _factory(self, implicit: bool) -> Callable[[], ScanSMTP]:
+        context = self.tls.context if self.tls else None
+        return lambda: ScanSMTP(self.door, implicit_tls=implicit, tls_context=context, hostname=self.hostname)
+
+    def reload_tls(self) -> bool:
+        if self.tls is None:
+            return False
+        try:
+            self.tls.reload()
+        except (OSError, ValueError) as exc:
+            log.error("event=smtp.tls_reload result=failed error=%s (the old certificate keeps serving)", exc)
+            return False
+        log.info("event=smtp.tls_reload result=ok cert=%s", self.tls.cert)
+        return True
+
+    async def _close_listeners(self) -> None:
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)
+        self._servers.clear()
+
+    async def stop(self) -> None:
+        """Stop accepting, say 421 to idle sessions, let sessions in DATA finish (up to the deadline), close."""
+        if not self._servers:
+            return
+        _RUNNING.discard(self)
+        self.door.stopping = True
+        for server in self._servers:
+            server.close()
+        for session in list(self.door.sessions):
+            if not session.busy:
+                session.goodbye("421 4.3.2 Service shutting down; try again shortly")
+        deadline = time.monotonic() + self.limits.stop_deadline_seconds
+        while any(s.busy for s in self.door.sessions) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for session in list(self.door.sessions):
+            if session.busy:
+                log.warning(
+                    "event=smtp.stop_cut peer=%s (its scan is not stored; the device will resend)", session.peer_ip
+                )
+            if session.transport is not None:
+                session.transport.abort()  # type: ignore[attr-defined]
+        while self.door.sessions and time.monotonic() < deadline + 5:
+            await asyncio.sleep(0.01)
+        await self._close_listeners()
+        log.info("event=smtp.stopped")
+
+
+async def serve(
+    settings: Settings,
+    listen: list[Address],
+    implicit_tls: list[Address],
+    stop: asyncio.Event,
+    services: Services | None = None,
+    ready: Callable[[list[Address]], None] | None = None,
+) -> None:
+    """Run the SMTP door until `stop` is set, then stop gracefully. `ready` gets the bound addresses (plain
+    listeners first, then implicit TLS ones). Services built here are closed here; given ones are not."""
+    own = services is None
+    active = services if services is not None else await build(settings)
+    server: SmtpServer | None = None
+    try:
+        server = SmtpServer(settings, active)
+        addresses = await server.start(list(listen), list(implicit_tls))
+        if ready is not None:
+            ready(addresses)
+        await stop.wait()
+    finally:
+        if server is not None:
+            await server.stop()
+        if own:
+            await active.close()

@@ -1,0 +1,78 @@
+"""Connection limits of the SMTP door, per client address and in total.
+
+Behind Container Apps' TCP ingress every client has the proxy's address, so addresses listed in
+SCANGW_SMTP_PROXY_CIDRS are not limited per address (one noisy device must not shut out every scanner);
+the total limit still holds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class SmtpLimits:
+    """Defaults sized for a site of scanners: bursts of a few sessions each, never thousands."""
+
+    max_connections: int = 1000
+    max_per_address: int = 50
+    #: Password checks at once: each argon2 verification takes 64 MiB, ten scanners logging in together 640.
+    max_concurrent_logins: int = 2
+    auth_failures: int = 5
+    auth_window_seconds: float = 60.0
+    max_recipients: int = 100
+    idle_timeout_seconds: float = 300.0
+    #: On SIGTERM, sessions in DATA get this long to finish before they are cut (nothing half-stored).
+    stop_deadline_seconds: float = 60.0
+
+
+def address_in(address: str, networks: Iterable[Network]) -> bool:
+    """True when `address` (IPv4, IPv6 or IPv4-mapped IPv6) lies in one of `networks`."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+def networks(cidrs: Iterable[str]) -> list[Network]:
+    """Parse CIDRs as stored on a device; an unparsable entry matches nothing rather than everything."""
+    found: list[Network] = []
+    for cidr in cidrs:
+        try:
+            found.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError:
+            continue
+    return found
+
+
+class ConnectionLimiter:
+    def __init__(self, limits: SmtpLimits, proxies: Iterable[Network]) -> None:
+        self._limits = limits
+        self._proxies = tuple(proxies)
+        self._per_address: Counter[str] = Counter()
+        self.total = 0
+
+    def acquire(self, address: str) -> str | None:
+        """Count a new connection, or return the reply that refuses it."""
+        if self.total >= self._limits.max_connections:
+            return "421 4.3.2 Too many connections to the gateway; try again in a minute"
+        proxied = address_in(address, self._proxies)
+        if not proxied and self._per_address[address] >= self._limits.max_per_address:
+            return "421 4.7.0 Too many connections from your address; close some and try again"
+        self.total += 1
+        self._per_address[address] += 1
+        return None
+
+    def release(self, address: str) -> None:
+        self.total = max(0, self.total - 1)
+        self._per_address[address] -= 1
+        if self._per_address[address] <= 0:
+            del self._per_address[address]

@@ -1,0 +1,78 @@
+"""Connection limits per client address and in total, and the graceful stop on SIGTERM (the CLI sets `stop`):
+no new connections, idle sessions told 421, sessions in DATA finish, nothing half-stored when cut."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.intake.smtp_limits import SmtpLimits
+from tests.integration.test_smtp_harness import USER, Dialogue, SmtpRun, running_smtp, stored
+
+MESSAGE = b"Subject: stop\r\n\r\n" + b"line\r\n" * 100
+
+
+def logged_in(run: SmtpRun) -> Dialogue:
+    talk = Dialogue(run.plain)
+    talk.ask("EHLO x")
+    auth = base64.b64encode(f"\0{USER}\0{run.password}".encode()).decode()
+    assert talk.ask("AUTH PLAIN " + auth).startswith("235")
+    return talk
+
+
+def in_data(run: SmtpRun) -> Dialogue:
+    talk = logged_in(run)
+    talk.ask("MAIL FROM:<s@contoso.com>")
+    talk.ask("RCPT TO:<bob@contoso.com>")
+    assert talk.ask("DATA").startswith("354")
+    talk.send(MESSAGE[:50])
+    return talk
+
+
+def test_per_address_limit_then_total_limit(tmp_path: Path) -> None:
+    limits = SmtpLimits(max_per_address=2, max_connections=3)
+    with running_smtp(tmp_path, limits=limits) as run:
+        kept = [Dialogue(run.plain), Dialogue(run.plain)]
+        third = Dialogue(run.plain)
+        assert third.greeting.startswith("421 4.7.0") and third.closed()
+        kept[0].ask("QUIT")
+        time.sleep(0.2)
+        assert Dialogue(run.plain).greeting.startswith("220")  # a freed slot can be used again
+    with running_smtp(tmp_path / "proxy", {"SCANGW_SMTP_PROXY_CIDRS": "127.0.0.1/32"}, limits=limits) as run:
+        kept = [Dialogue(run.plain) for _ in range(3)]  # behind a proxy, one address is many devices
+        assert all(k.greeting.startswith("220") for k in kept)
+        assert Dialogue(run.plain).greeting.startswith("421 4.3.2")
+
+
+def test_stop_lets_data_finish_and_tells_idle_sessions_421(tmp_path: Path) -> None:
+    with running_smtp(tmp_path) as run:
+        busy = in_data(run)
+        idle = logged_in(run)
+        run.stop()
+        assert idle.reply().startswith("421 4.3.2") and idle.closed()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the listener goes away at once
+            try:
+                socket.create_connection(run.plain, timeout=1).close()
+            except OSError:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the listener still accepts connections after stop")
+        busy.send(MESSAGE[50:] + b".\r\n")
+        assert busy.reply().startswith("250 2.0.0 Ok: queued as ")
+        assert busy.reply().startswith("421 4.3.2") and busy.closed()
+    [job], queued, messages = stored(tmp_path)
+    assert queued == 1 and messages[job.id] == MESSAGE
+
+
+def test_a_session_still_in_data_at_the_deadline_is_cut_and_nothing_is_kept(tmp_path: Path) -> None:
+    with running_smtp(tmp_path, limits=SmtpLimits(stop_deadline_seconds=0.5)) as run:
+        busy = in_data(run)
+        run.stop()
+        assert busy.closed()
+    assert stored(tmp_path)[:2] == ([], 0)
