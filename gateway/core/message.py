@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.devices import Device, allowed_domains
-from gateway.core.jobs import FileRef, Job, internet_message_id
+from gateway.core.jobs import FileRef, Job, JobKind, internet_message_id
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,8 @@ def compose(job: Job, parsed: ParsedMessage, device: Device, default_sender: str
         subject=job.subject if job.subject is not None else (parsed.subject or f"Scan from {device.name}"),
         body=job.body if job.body is not None else parsed.body,
         body_type=parsed.body_type if job.body is None else "text",
-        attachments=parsed.attachments or job.files,
+        # SMTP jobs carry only what the MIME held; HTTP jobs carry their uploaded files.
+        attachments=parsed.attachments if job.kind == JobKind.MIME else job.files,
         headers=tuple(headers),
         date=parsed.date,
     )

@@ -24,7 +24,7 @@ from gateway.core.message import ParsedMessage, compose, parsed_from_json, parse
 from gateway.core.notice import failure_notice, notice_recipients
 from gateway.core.ports import Conflict
 from gateway.core.retry import next_delay
-from gateway.delivery.explode import explode_mime
+from gateway.delivery.partial import Fragments, Merged, Wait
 from gateway.delivery.transport import Transport
 from gateway.services import Services
 
@@ -90,7 +90,9 @@ class DeliveryAgent:
         fallback_sender: str | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        partial_poll_seconds: float = 20.0,
     ) -> None:
+        self.partial_poll_seconds = partial_poll_seconds
         self.services = services
         self.settings = services.settings
         self.transport = transport
@@ -134,6 +136,13 @@ class DeliveryAgent:
         try:
             device = await self.services.registry.get(job.device) or Device(name=job.device, password_hash="")
             parsed = await self._parsed(cp)
+            if isinstance(parsed, Wait):
+                return await self._wait_for_fragments(cp, parsed)
+            if isinstance(parsed, Merged):
+                await cp.set(state=JobState.SENT, error=None, progress={"merged_into": parsed.into})
+                log.info("job=%s state=sent merged_into=%s (message/partial fragment)", job.id, parsed.into)
+                await self._drop_bytes(job.id)
+                return Done()
             try:
                 message = compose(job, parsed, device, self.settings.sender or self.fallback_sender)
             except ValueError:
@@ -159,17 +168,34 @@ class DeliveryAgent:
             await self._drop_bytes(job.id)
         return Done()
 
-    async def _parsed(self, cp: JobCheckpoint) -> ParsedMessage:
-        """Explode an SMTP message into parts once; the result is recorded, so retries reuse it."""
+    async def _parsed(self, cp: JobCheckpoint) -> ParsedMessage | Wait | Merged:
+        """Explode an SMTP message into parts once (the result is recorded, so retries reuse it); a
+        message/partial fragment may instead wait for its siblings or travel with another job."""
         job = cp.job
         if job.kind != JobKind.MIME:
             return ParsedMessage()
         recorded = job.progress.get("parsed")
         if recorded:
             return parsed_from_json(recorded)
-        parsed = await explode_mime(job, self.services.spool.blobs)
-        await cp.update(parsed=parsed_to_json(parsed))
-        return parsed
+        fragments = Fragments(
+            self.services.spool.blobs,
+            self.services.jobs,
+            self.settings.partial_wait_minutes,
+            self.clock,
+            self.partial_poll_seconds,
+        )
+        result = await fragments.explode(job)
+        if isinstance(result, ParsedMessage):
+            await cp.update(parsed=parsed_to_json(result))
+        return result
+
+    async def _wait_for_fragments(self, cp: JobCheckpoint, wait: Wait) -> Outcome:
+        """Waiting for fragments is not a delivery attempt: give the attempt back so max_attempts still means
+        Graph failures."""
+        progress = {**cp.job.progress, "not_before": self.clock() + wait.seconds}
+        await cp.set(state=JobState.QUEUED, attempts=max(0, cp.job.attempts - 1), error=None, progress=progress)
+        log.info("job=%s state=queued waiting for message/partial fragments: %s", cp.job.id, wait.reason)
+        return Retry(wait.seconds)
 
     async def _transient(self, cp: JobCheckpoint, reason: str, retry_after: float | None) -> Outcome:
         job = cp.job

@@ -132,8 +132,14 @@ class Fragments:
     """What the delivery agent calls instead of `explode_mime`: the same result for ordinary messages."""
 
     def __init__(
-        self, blobs: BlobStore, jobs: JobStore, wait_minutes: float, clock: Callable[[], float] = time.time
+        self,
+        blobs: BlobStore,
+        jobs: JobStore,
+        wait_minutes: float,
+        clock: Callable[[], float] = time.time,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
+        self.poll = poll_seconds
         self.blobs = blobs
         self.jobs = jobs
         self.wait = wait_minutes * 60
@@ -173,14 +179,17 @@ class Fragments:
         if owner == job.id:
             candidates = [m for m in markers if m.job_id not in alone]
             if not (self._complete(candidates) or now >= deadline):
-                return Wait(max(1.0, min(POLL_SECONDS, deadline - now)), f"fragment 1 waits for the rest of set {key}")
+                return Wait(
+                    max(min(1.0, self.poll), min(self.poll, deadline - now)),
+                    f"fragment 1 waits for the rest of set {key}",
+                )
             chosen: dict[int, str] = {}
             for m in sorted(candidates, key=lambda m: m.job_id):
                 chosen.setdefault(m.number, m.job_id)
             decision = {"owner": job.id, "merged": sorted(chosen.values()), "complete": self._complete(candidates)}
             await self.blobs.write(f"{folder}decision", _one(json.dumps(decision).encode()))
             return await self._follow(job, info, decision, markers)
-        waiting = Wait(POLL_SECONDS, f"fragment {info.number} waits for fragment 1 of set {key}")
+        waiting = Wait(self.poll, f"fragment {info.number} waits for fragment 1 of set {key}")
         if now < deadline + GRACE_SECONDS:
             return waiting
         if owner is not None:
@@ -226,7 +235,7 @@ class Fragments:
         owner_job = await self.jobs.get(owner)
         if owner_job is None or owner_job.state.final or owner_job.progress.get("parsed"):
             return Merged(owner)
-        return Wait(POLL_SECONDS, f"fragment {info.number} waits for job {owner} to take it")
+        return Wait(self.poll, f"fragment {info.number} waits for job {owner} to take it")
 
     async def _owner(self, job: Job, merged: list[str], markers: list[_Marker], complete: bool) -> ParsedMessage:
         numbers = {m.job_id: m.number for m in markers}

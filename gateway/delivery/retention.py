@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.core.jobs import JobState, parse_iso
+from gateway.delivery.partial import sweep_partials
 from gateway.services import Services
 
 log = logging.getLogger("scangw.retention")
@@ -47,6 +48,7 @@ async def sweep(services: Services, now: datetime | None = None) -> SweepReport:
         elif keep_bytes_h is not None and age_h >= keep_bytes_h:
             if await services.spool.blobs.delete_prefix(f"{job.id}/"):
                 report.bytes_deleted += 1
+    await sweep_partials(services.spool.blobs, now.timestamp(), max(settings.partial_wait_minutes / 60 * 4, 24.0))
     prefixes = {name.split("/", 1)[0] for name in await services.spool.blobs.list("")}
     for prefix in prefixes - set(jobs):
         created = _job_created_ms(prefix)
