@@ -27,6 +27,8 @@ from gateway.core.ports import Conflict, Table
 
 #: How long a successful verification spares a busy device the argon2 cost.
 VERIFY_CACHE_SECONDS = 300.0
+#: Each argon2 computation takes 64 MiB: ten scanners logging in at once would take 640 MiB without a cap.
+MAX_CONCURRENT_HASHES = 2
 
 
 class DeviceRegistry:
@@ -36,6 +38,7 @@ class DeviceRegistry:
         self._hasher = PasswordHasher()
         self._cache_key = secrets.token_bytes(32)
         self._verified: dict[str, tuple[bytes, str, float]] = {}
+        self._hashing = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
 
     async def get(self, name: str) -> Device | None:
         record = await self._table.get(name.lower())
@@ -116,7 +119,8 @@ class DeviceRegistry:
         if cached and hmac.compare_digest(cached[0], tag) and cached[1] == device.password_hash and cached[2] > now:
             return device
         try:
-            await asyncio.to_thread(self._hasher.verify, device.password_hash, password)
+            async with self._hashing:
+                await asyncio.to_thread(self._hasher.verify, device.password_hash, password)
         except (VerificationError, InvalidHashError):
             raise failure from None
         self._verified[device.name] = (tag, device.password_hash, now + VERIFY_CACHE_SECONDS)

@@ -7,7 +7,6 @@ per event (connect, TLS, auth, refused recipient, queued or rejected message).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -56,7 +55,6 @@ class Door:
         self.proxies = settings.smtp_proxy_cidrs
         self.connections = ConnectionLimiter(limits, self.proxies)
         self.login_limiter = AuthLimiter(limits.auth_failures, limits.auth_window_seconds)
-        self._logins = asyncio.Semaphore(limits.max_concurrent_logins)
         self.sessions: set[ScanSMTP] = set()
         self.stopping = False
         self._warned_proxy = False
@@ -130,8 +128,7 @@ class Door:
             log.warning("event=smtp.auth result=throttled %s", fields)
             return "454 4.7.0 Too many failed logins: wait a minute, then check the device's password", None
         try:
-            async with self._logins:
-                device = await self.services.registry.verify(username, password)
+            device = await self.services.registry.verify(username, password)
         except AuthenticationFailed:
             self.login_limiter.failed(username, key)
             log.warning("event=smtp.auth result=failed %s", fields)

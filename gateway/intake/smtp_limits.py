@@ -22,7 +22,6 @@ class SmtpLimits:
     max_connections: int = 1000
     max_per_address: int = 50
     #: Password checks at once: each argon2 verification takes 64 MiB, ten scanners logging in together 640.
-    max_concurrent_logins: int = 2
     auth_failures: int = 5
     auth_window_seconds: float = 60.0
     max_recipients: int = 100
