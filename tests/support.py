@@ -74,13 +74,15 @@ def scangw(
 
 
 @contextmanager
-def gateway_process(*args: str, env: dict[str, str], health_url: str | None = None) -> Iterator[subprocess.Popen[str]]:
+def gateway_process(
+    *args: str, env: dict[str, str], health_url: str | None = None, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[str]]:
     """Start a long-running `scangw` command; stop it with SIGTERM at the end (and check it stops)."""
     full_env = {**os.environ, **env}
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", *args],
         env=full_env,
-        cwd=ROOT,
+        cwd=cwd or ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
