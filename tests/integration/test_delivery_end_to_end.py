@@ -52,8 +52,19 @@ class Stack:
         )
 
     def device(self, name: str = "mfp1") -> tuple[str, str]:
-        out = scangw("devices", "add", name, "--default-to", "alice@contoso.com", "--allow-to", "*@contoso.com",
-                     "--sender-name", "Floor 2 MFP", "--json", env=self.env)
+        out = scangw(
+            "devices",
+            "add",
+            name,
+            "--default-to",
+            "alice@contoso.com",
+            "--allow-to",
+            "*@contoso.com",
+            "--sender-name",
+            "Floor 2 MFP",
+            "--json",
+            env=self.env,
+        )
         assert out.returncode == 0, out.stderr
         creds = json.loads(out.stdout)
         return creds["username"], creds["password"]
@@ -104,7 +115,10 @@ def test_http_upload_is_delivered_through_graph(stack: Stack) -> None:
         try:
             [message] = stack.graph.wait_for_sent(1, timeout=60)
             status = poll(
-                lambda: (s := httpx.get(f"{url}/api/scans/{job_id}", auth=(user, password)).json())["status"] == "sent" and s,
+                lambda: (
+                    (s := httpx.get(f"{url}/api/scans/{job_id}", auth=(user, password)).json())["status"] == "sent"
+                    and s
+                ),
                 what="job sent",
             )
         finally:
@@ -138,7 +152,11 @@ def test_worker_killed_repeatedly_mid_upload_still_delivers_exactly_once(stack: 
     for kill in range(3):
         seen = puts()
         worker = stack.worker()
-        poll(lambda: puts() >= seen + 2 or stack.graph.sent, timeout=60, what=f"upload progress before kill {kill}")
+        poll(
+            lambda seen=seen: puts() >= seen + 2 or stack.graph.sent,
+            timeout=60,
+            what=f"upload progress before kill {kill}",
+        )
         worker.kill()
         worker.wait()
     worker = stack.worker()
@@ -185,7 +203,9 @@ def test_forty_scans_under_throttling_and_errors_each_delivered_once(stack: Stac
 def test_permanent_failure_ends_failed_with_a_notice(stack: Stack) -> None:
     stack.graph.add_mailbox("locked@contoso.com", access_denied=True)
     user, password = stack.device()
-    scangw("devices", "update", "mfp1", "--sender", "locked@contoso.com", "--reply-to", "alice@contoso.com", env=stack.env)
+    scangw(
+        "devices", "update", "mfp1", "--sender", "locked@contoso.com", "--reply-to", "alice@contoso.com", env=stack.env
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with gateway_process("http", "--listen", f"127.0.0.1:{port}", env=stack.env, health_url=f"{url}/api/health"):
