@@ -74,11 +74,10 @@ async def _serve_smtp(
 ) -> None:
     from gateway.intake import smtp as smtp_server
 
-    def ready(addresses: list[tuple[str, int]]) -> None:
-        for host, port in addresses:
-            log.info("smtp listening on %s:%d", host, port)
-
-    await smtp_server.serve(svc.settings, listen, implicit, stop, services=svc, ready=ready)
+    # A renewed certificate is picked up on SIGHUP without dropping sessions (a bad renewal keeps the old one).
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, smtp_server.reload_tls)
+    await smtp_server.serve(svc.settings, listen, implicit, stop, services=svc)
 
 
 async def _run_worker(
