@@ -1,0 +1,378 @@
+// scangw on Azure, deployed by `azd up`. This file only orchestrates; each module under app/ owns one concern.
+//
+//   device --SMTP 25/587/465--> [smtp: Container App, identity "intake"] --\
+//                                                                          >--> [storage: blob "scans", queue "scan-jobs",
+//   device --HTTPS------------> [api: Function app,  identity "delivery"] --/     tables "devices" + "jobs"]
+//                               [api: queue trigger, identity "delivery"] <-- scan-jobs --> Microsoft Graph (sendMail)
+//
+// Two identities: the internet-facing SMTP door may write scans and enqueue jobs but holds no mail rights;
+// the delivery Function holds the mail rights (granted in Exchange, see scripts/grant-mailbox-access.ps1).
+// No shared keys, no connection strings with secrets, no client secrets anywhere.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; with the subscription and region it seeds every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Region for every resource. It must offer the Flex Consumption plan: az functionapp list-flexconsumption-locations.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of whoever runs azd. Gets data access to the spool (to run `scangw devices` and `scangw jobs` from their machine), AcrPush and Key Vault Secrets Officer. Empty: no grant.')
+param principalId string = ''
+
+@description('Kind of principal behind principalId: a person (User) or a pipeline (ServicePrincipal).')
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+@minLength(3)
+@description('Shared mailbox (UPN) the gateway sends from when a device names none; also sends failure notices. Becomes SCANGW_SENDER.')
+param senderMailbox string
+
+@description('Receives failure notices and alerts (SCANGW_ADMIN_EMAIL). Empty: notices go to the scanning user only.')
+param adminEmail string = ''
+
+@description('Microsoft cloud of the Exchange Online tenant: picks the Graph endpoint and token scope (SCANGW_CLOUD).')
+@allowed([
+  'public'
+  'usgov'
+  'usgovdod'
+  'china'
+])
+param graphCloud string = 'public'
+
+@description('Deploy the SMTP front door (Container Apps, container registry, Key Vault for its TLS certificate). False: HTTPS intake only.')
+param deploySmtp bool = true
+
+@description('Put the SMTP environment in its own virtual network. Container Apps accepts external TCP ingress (ports 25/587/465 from the internet) only in a custom VNet; false leaves the SMTP door reachable only from inside its environment.')
+param smtpVnetEnabled bool = true
+
+@description('Serve STARTTLS and implicit TLS (465). Needs Key Vault secrets smtp-tls-cert and smtp-tls-key (PEM) in the deployed vault before it is set to true: see infra/README.md.')
+param smtpTlsEnabled bool = false
+
+@description('Public CIDRs allowed to reach the SMTP ports (e.g. the offices where the scanners stand). Empty: any address.')
+param smtpAllowedCidrs array = []
+
+@description('Set by azd (SERVICE_SMTP_RESOURCE_EXISTS) once the SMTP app exists, so a re-provision keeps the deployed image.')
+param smtpExists bool = false
+
+@description('Address space of the SMTP environment virtual network.')
+param smtpVnetAddressPrefix string = '10.60.0.0/16'
+
+@description('Infrastructure subnet of the SMTP environment. Behind Container Apps TCP ingress every client appears with an address from here, so it also becomes SCANGW_SMTP_PROXY_CIDRS.')
+param smtpSubnetAddressPrefix string = '10.60.0.0/23'
+
+@description('OPT-IN TRIAL MODE. True grants the delivery identity the Graph application roles Mail.Send and Mail.ReadWrite TENANT-WIDE (it could send as every mailbox). The default is false: scope mail rights to the sender mailboxes with scripts/grant-mailbox-access.ps1. Needs a deployer allowed to grant Graph app roles.')
+param grantTenantWideMailSend bool = false
+
+@description('Flex Consumption scale-out cap, per function group. It bounds the delivery agent\'s concurrency per sender mailbox: each instance keeps at most 4 Graph requests in flight per mailbox (Exchange allows 4 per app per mailbox), so N instances can reach 4 x N. Keep it 1 unless several busy sender mailboxes need more throughput.')
+@minValue(1)
+@maxValue(40)
+param functionMaximumInstanceCount int = 1
+
+@description('Concurrent HTTP uploads per Function instance. The Functions worker buffers each body (up to 100 MB) in memory, so this times the largest upload must fit in the instance memory with room to spare.')
+@minValue(1)
+@maxValue(16)
+param functionHttpConcurrency int = 4
+
+@description('Python version of the Function app (Flex Consumption takes it from functionAppConfig).')
+@allowed([
+  '3.11'
+  '3.12'
+])
+param pythonVersion string = '3.11'
+
+@description('Lifecycle backstop: blobs under scans/ older than this many days are deleted by the platform even if the retention timer never ran. Keep it above SCANGW_KEEP_FAILED_DAYS (default 7).')
+@minValue(1)
+param scanBlobMaxAgeDays int = 8
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = 'func-scangw-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
+var smtpAppName = 'ca-smtp-${resourceToken}'
+
+// Built-in Azure role definition ids (the same in every tenant).
+var roles = {
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  storageBlobDelegator: 'db58b8e5-c6ad-4a2a-8342-4190687cbf4a'
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  storageTableDataReader: '76199698-9eea-4c19-bc75-cec21354c6b6'
+}
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+// ---------- identities: who may do what is decided here and in the rbac modules below ----------
+
+module deliveryIdentity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = {
+  name: 'identity-delivery'
+  scope: rg
+  params: {
+    name: 'id-delivery-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module intakeIdentity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = {
+  name: 'identity-intake'
+  scope: rg
+  params: {
+    name: 'id-intake-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+// ---------- shared services ----------
+
+module monitoring './app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: 'log-${resourceToken}'
+    appInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage './app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'st${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    scanBlobMaxAgeDays: scanBlobMaxAgeDays
+  }
+}
+
+// ---------- role assignments ----------
+
+// Delivery (the Function app): the Functions host keeps its own state in this account (AzureWebJobsStorage needs
+// Blob Data Owner; queues and tables for the triggers and diagnostics), reads the deployment package, and runs the
+// delivery agent: reads and deletes scans, drains scan-jobs, writes job records, signs download links.
+module deliveryAccess './app/rbac.bicep' = {
+  name: 'rbac-delivery'
+  scope: rg
+  params: {
+    principalId: deliveryIdentity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    accountRoleIds: [
+      roles.storageBlobDataOwner
+      roles.storageBlobDelegator // user-delegation SAS for SCANGW_LINK_HOURS download links
+      roles.storageQueueDataContributor
+      roles.storageTableDataContributor
+    ]
+    appInsightsName: monitoring.outputs.appInsightsName
+  }
+}
+
+// Intake (the SMTP container, internet-facing): only what accept() needs, each on the one container, queue or
+// table it touches. It cannot read the deployment package (that would let it replace the Function's code and so
+// borrow its mail rights), cannot change the device registry (that would let it allow itself any recipient),
+// cannot read or delete queued jobs, and has no Graph or Exchange rights at all.
+module intakeAccess './app/rbac.bicep' = if (deploySmtp) {
+  name: 'rbac-intake'
+  scope: rg
+  params: {
+    principalId: intakeIdentity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    scansContainerName: storage.outputs.scansContainerName
+    scansContainerRoleIds: [
+      roles.storageBlobDataContributor // write the scan; delete it again if enqueueing fails
+    ]
+    jobQueueName: storage.outputs.jobQueueName
+    jobQueueRoleIds: [
+      roles.storageQueueDataMessageSender // enqueue only
+    ]
+    jobsTableName: storage.outputs.jobsTableName
+    jobsTableRoleIds: [
+      roles.storageTableDataContributor // write the job record
+    ]
+    devicesTableName: storage.outputs.devicesTableName
+    devicesTableRoleIds: [
+      roles.storageTableDataReader // authenticate devices, read their recipient policy
+    ]
+    appInsightsName: monitoring.outputs.appInsightsName
+  }
+}
+
+// The person running azd administers devices and jobs from their own machine (`scangw devices add`, `jobs retry`).
+module deployerAccess './app/rbac.bicep' = if (!empty(principalId)) {
+  name: 'rbac-deployer'
+  scope: rg
+  params: {
+    principalId: principalId
+    principalType: principalType
+    storageAccountName: storage.outputs.name
+    accountRoleIds: [
+      roles.storageBlobDataContributor
+      roles.storageQueueDataContributor
+      roles.storageTableDataContributor
+    ]
+  }
+}
+
+// ---------- the delivery Function app (HTTPS intake + queue-triggered delivery + retention timer) ----------
+
+module api './app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: 'plan-${resourceToken}'
+    location: location
+    tags: tags
+    blobServiceUri: storage.outputs.blobServiceUri
+    queueServiceUri: storage.outputs.queueServiceUri
+    tableServiceUri: storage.outputs.tableServiceUri
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    identityResourceId: deliveryIdentity.outputs.resourceId
+    identityClientId: deliveryIdentity.outputs.clientId
+    appInsightsName: monitoring.outputs.appInsightsName
+    pythonVersion: pythonVersion
+    maximumInstanceCount: functionMaximumInstanceCount
+    httpPerInstanceConcurrency: functionHttpConcurrency
+    senderMailbox: senderMailbox
+    adminEmail: adminEmail
+    graphCloud: graphCloud
+  }
+  dependsOn: [
+    deliveryAccess
+  ]
+}
+
+// Opt-in trial mode only: tenant-wide Graph application roles through the Microsoft Graph Bicep extension.
+module graphMailRoles './app/graph-mail-roles.bicep' = if (grantTenantWideMailSend) {
+  name: 'graph-mail-roles'
+  scope: rg
+  params: {
+    principalId: deliveryIdentity.outputs.principalId
+  }
+}
+
+// ---------- the SMTP front door (optional) ----------
+
+module smtpNetwork './app/smtp-network.bicep' = if (deploySmtp && smtpVnetEnabled) {
+  name: 'smtp-network'
+  scope: rg
+  params: {
+    name: 'vnet-${resourceToken}'
+    location: location
+    tags: tags
+    addressPrefix: smtpVnetAddressPrefix
+    subnetAddressPrefix: smtpSubnetAddressPrefix
+  }
+}
+
+module smtpRegistry './app/smtp-registry.bicep' = if (deploySmtp) {
+  name: 'smtp-registry'
+  scope: rg
+  params: {
+    name: 'cr${resourceToken}'
+    location: location
+    tags: tags
+    pullPrincipalId: intakeIdentity.outputs.principalId
+    pushPrincipalId: principalId
+    pushPrincipalType: principalType
+  }
+}
+
+module smtpVault './app/smtp-keyvault.bicep' = if (deploySmtp) {
+  name: 'smtp-keyvault'
+  scope: rg
+  params: {
+    name: 'kv-${resourceToken}'
+    location: location
+    tags: tags
+    readerPrincipalId: intakeIdentity.outputs.principalId
+    officerPrincipalId: principalId
+    officerPrincipalType: principalType
+  }
+}
+
+module smtpImage './app/smtp-image.bicep' = if (deploySmtp) {
+  name: 'smtp-image'
+  scope: rg
+  params: {
+    name: smtpAppName
+    exists: smtpExists
+  }
+}
+
+module smtp './app/smtp.bicep' = if (deploySmtp) {
+  name: 'smtp'
+  scope: rg
+  params: {
+    name: smtpAppName
+    environmentName: 'cae-${resourceToken}'
+    location: location
+    tags: tags
+    image: deploySmtp ? smtpImage.outputs.image : ''
+    registryServer: deploySmtp ? smtpRegistry.outputs.loginServer : ''
+    subnetResourceId: deploySmtp && smtpVnetEnabled ? smtpNetwork.outputs.subnetResourceId : ''
+    external: smtpVnetEnabled
+    proxyCidrs: smtpVnetEnabled ? smtpSubnetAddressPrefix : ''
+    allowedCidrs: smtpAllowedCidrs
+    identityResourceId: intakeIdentity.outputs.resourceId
+    identityClientId: intakeIdentity.outputs.clientId
+    blobServiceUri: storage.outputs.blobServiceUri
+    queueServiceUri: storage.outputs.queueServiceUri
+    tableServiceUri: storage.outputs.tableServiceUri
+    senderMailbox: senderMailbox
+    appInsightsName: monitoring.outputs.appInsightsName
+    logAnalyticsWorkspaceResourceId: monitoring.outputs.logAnalyticsWorkspaceResourceId
+    tlsEnabled: smtpTlsEnabled
+    keyVaultUri: deploySmtp ? smtpVault.outputs.uri : ''
+  }
+  dependsOn: [
+    intakeAccess
+  ]
+}
+
+// ---------- outputs: azd stores them in .azure/<env>/.env (no secrets, no keys) ----------
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = api.outputs.name
+output SERVICE_API_NAME string = api.outputs.name
+output SCANGW_HTTP_URL string = 'https://${api.outputs.defaultHostname}/api/scans'
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output SCANGW_STORAGE__blobServiceUri string = storage.outputs.blobServiceUri
+output SCANGW_STORAGE__queueServiceUri string = storage.outputs.queueServiceUri
+output SCANGW_STORAGE__tableServiceUri string = storage.outputs.tableServiceUri
+output SCANGW_SENDER string = senderMailbox
+output SCANGW_CLOUD string = graphCloud
+output DELIVERY_IDENTITY_CLIENT_ID string = deliveryIdentity.outputs.clientId
+output DELIVERY_IDENTITY_PRINCIPAL_ID string = deliveryIdentity.outputs.principalId
+output INTAKE_IDENTITY_CLIENT_ID string = intakeIdentity.outputs.clientId
+output INTAKE_IDENTITY_PRINCIPAL_ID string = intakeIdentity.outputs.principalId
+output GRAPH_TENANT_WIDE_MAIL_GRANTED bool = grantTenantWideMailSend
+output SMTP_DEPLOYED bool = deploySmtp
+output SMTP_FQDN string = deploySmtp ? smtp.outputs.fqdn : ''
+output SMTP_PUBLIC_IP string = deploySmtp && smtpVnetEnabled ? smtp.outputs.staticIp : ''
+output SMTP_TLS_ENABLED bool = deploySmtp && smtpTlsEnabled
+output AZURE_CONTAINER_REGISTRY_ENDPOINT string = deploySmtp ? smtpRegistry.outputs.loginServer : ''
+output AZURE_KEY_VAULT_NAME string = deploySmtp ? smtpVault.outputs.name : ''
