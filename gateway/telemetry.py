@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from gateway.config import Settings
@@ -32,4 +33,10 @@ def enable_azure_monitor(settings: Settings) -> None:
     except ImportError:
         logging.getLogger("scangw").warning("azure-monitor-opentelemetry not installed; telemetry export off")
         return
-    configure_azure_monitor(connection_string=settings.appinsights_connection_string, logger_name="scangw")
+    kwargs = {}
+    if os.environ.get("IDENTITY_ENDPOINT") or os.environ.get("MSI_ENDPOINT"):
+        # App Insights with local auth disabled (infra/) accepts only Entra-authenticated ingestion.
+        from azure.identity import ManagedIdentityCredential
+
+        kwargs["credential"] = ManagedIdentityCredential(client_id=settings.azure_client_id)
+    configure_azure_monitor(connection_string=settings.appinsights_connection_string, logger_name="scangw", **kwargs)
