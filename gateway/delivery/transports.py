@@ -14,4 +14,4 @@ def make_transport(settings: Settings, blobs: BlobStore) -> Transport:
         return OutboxTransport(settings.outbox, blobs)
     from gateway.delivery.graph import GraphTransport
 
-    return GraphTransport(settings, blobs)
+    return GraphTransport(settings, blobs, send_grace=settings.send_grace_seconds)

@@ -83,6 +83,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
                 "SCANGW_ADMIN_EMAIL": "admin@contoso.com",
                 "SCANGW_GRAPH_URL": graph.url,
                 "SCANGW_RETRY_BASE_SECONDS": "0.2",
+                "SCANGW_SEND_GRACE_SECONDS": "3",
                 "SCANGW_MAILBOX_RATE_PER_MIN": "0",
                 "SCANGW_MAX_MESSAGE_MB": "100",
             }

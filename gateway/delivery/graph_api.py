@@ -1,0 +1,221 @@
+"""The Graph calls delivery needs, through the real msgraph-sdk, returning plain data.
+
+Every call runs inside the mailbox's limits (4 concurrent, Retry-After), maps SDK/httpx/identity errors to
+`GraphCallError` where they are met, and retries exactly once with a fresh token after a 401.
+
+The `GraphServiceClient` gets a request adapter built here instead of `GraphServiceClient(credential,
+scopes)`: the default pipeline's kiota RetryHandler sleeps inside the call on 429/503 (up to minutes) and
+repeats POSTs whose outcome is unknown, both of which the delivery protocol must decide itself. The adapter
+still authenticates with the explicit scope (never derived from the host) and sends the token only to the
+configured Graph host.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import httpx
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
+from kiota_http.middleware.options import HeadersInspectionHandlerOption, RetryHandlerOption, UrlReplaceHandlerOption
+from msgraph.generated.models.attachment_item import AttachmentItem
+from msgraph.generated.models.file_attachment import FileAttachment
+from msgraph.generated.models.message import Message
+from msgraph.generated.users.item.mail_folders.item.mail_folder_item_request_builder import (
+    MailFolderItemRequestBuilder,
+)
+from msgraph.generated.users.item.messages.item.attachments.attachments_request_builder import (
+    AttachmentsRequestBuilder,
+)
+from msgraph.generated.users.item.messages.item.attachments.create_upload_session.create_upload_session_post_request_body import (
+    CreateUploadSessionPostRequestBody,
+)
+from msgraph.generated.users.item.messages.messages_request_builder import MessagesRequestBuilder
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph.graph_service_client import GraphServiceClient
+from msgraph_core import GraphClientFactory
+
+from gateway.config import Settings
+from gateway.delivery.graph_errors import GraphCallError, GraphFailure, failure_from_exception
+from gateway.delivery.identity import RefreshableCredential
+from gateway.delivery.mailbox_limits import MailboxBusy, MailboxLimits
+
+T = TypeVar("T")
+
+#: Graph answers within seconds; a 4 MiB POST on a slow link needs longer than the read of a small GET.
+TIMEOUT = httpx.Timeout(120.0, connect=15.0)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A message found by its internetMessageId."""
+
+    id: str
+    is_draft: bool
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    url: str
+    expires: str | None
+
+
+def odata_quote(value: str) -> str:
+    """An OData string literal: single quotes doubled, so a Message-ID cannot break the filter."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def build_client(settings: Settings, credential: RefreshableCredential) -> tuple[GraphServiceClient, httpx.AsyncClient]:
+    """The SDK client and the httpx client under it (ours to close)."""
+    host = urlparse(settings.graph_url).hostname or ""
+    auth = AzureIdentityAuthenticationProvider(credential, scopes=[settings.graph_scope], allowed_hosts=[host])
+    options = {
+        RetryHandlerOption.get_key(): RetryHandlerOption(delay=0, max_retries=0, should_retry=False),
+        UrlReplaceHandlerOption.get_key(): UrlReplaceHandlerOption(enabled=False, replacement_pairs={}),
+    }
+    http = GraphClientFactory.create_with_default_middleware(
+        client=httpx.AsyncClient(timeout=TIMEOUT, http2=True), options=options
+    )
+    adapter = GraphRequestAdapter(auth, client=http)
+    client = GraphServiceClient(request_adapter=adapter)
+    client.request_adapter.base_url = settings.graph_base_url
+    return client, http
+
+
+def _next_page(builder: Any) -> Callable[[list[Any]], Awaitable[Any]]:
+    async def get(options: list[Any]) -> Any:
+        return await builder.get(RequestConfiguration(options=options))
+
+    return get
+
+
+class GraphApi:
+    def __init__(
+        self,
+        settings: Settings,
+        credential: RefreshableCredential,
+        limits: MailboxLimits,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client, self._http = build_client(settings, credential)
+        self.credential = credential
+        self.limits = limits
+        self._now = wall_clock
+
+    async def _call(self, mailbox: str, call: Callable[[list[Any]], Awaitable[T]]) -> tuple[T, str | None]:
+        """Run `call(options)` and return its result with Graph's request-id; one fresh-token retry on 401.
+
+        A refusal by the mailbox limiter becomes a GraphCallError that provably never reached Graph, so the
+        transport can clear a step it announced (a send is not left "maybe requested").
+        """
+        try:
+            return await self._call_once_refreshed(mailbox, call)
+        except MailboxBusy as busy:
+            failure = GraphFailure(
+                status=None, code="MailboxBusy", message=str(busy), retry_after=busy.retry_after, reached_server=False
+            )
+            raise GraphCallError(failure) from busy
+
+    async def _call_once_refreshed(
+        self, mailbox: str, call: Callable[[list[Any]], Awaitable[T]]
+    ) -> tuple[T, str | None]:
+        for attempt in (1, 2):
+            inspect = HeadersInspectionHandlerOption(inspect_request_headers=False, inspect_response_headers=True)
+            async with self.limits.request(mailbox):
+                try:
+                    result = await call([inspect])
+                except Exception as exc:  # noqa: BLE001 - mapped below, or re-raised untouched
+                    failure = failure_from_exception(exc, self._now())
+                    if failure is None:
+                        raise
+                    error: BaseException = exc
+                else:
+                    ids = inspect.response_headers.get("request-id")
+                    return result, next(iter(ids), None)
+            if failure.status in (429, 503) and failure.retry_after is not None:
+                self.limits.throttled(mailbox, failure.retry_after)
+            if failure.token_rejected and attempt == 1:
+                self.credential.invalidate()
+                continue
+            raise GraphCallError(failure) from error
+        raise AssertionError("unreachable")
+
+    async def _pages(self, mailbox: str, builder: Any, query: Any) -> tuple[list[Any], str | None]:
+        """A collection GET and its @odata.nextLink pages; the request-id is the first page's."""
+        page, rid = await self._call(
+            mailbox, lambda o: builder.get(RequestConfiguration(query_parameters=query, options=o))
+        )
+        pages = []
+        while page is not None:
+            pages.append(page)
+            link = page.odata_next_link
+            if not link:
+                break
+            page, _ = await self._call(mailbox, _next_page(builder.with_url(link)))
+        return pages, rid
+
+    def _user(self, mailbox: str) -> Any:
+        return self.client.users.by_user_id(mailbox)
+
+    async def create_draft(self, mailbox: str, draft: Message) -> tuple[str, str | None]:
+        created, rid = await self._call(
+            mailbox, lambda o: self._user(mailbox).messages.post(draft, RequestConfiguration(options=o))
+        )
+        if created is None or not created.id:
+            raise GraphCallError(GraphFailure(status=None, code="NoDraftId", message="create answered without an id"))
+        return created.id, rid
+
+    async def add_attachment(self, mailbox: str, draft_id: str, attachment: FileAttachment) -> str | None:
+        msg = self._user(mailbox).messages.by_message_id(draft_id)
+        _, rid = await self._call(mailbox, lambda o: msg.attachments.post(attachment, RequestConfiguration(options=o)))
+        return rid
+
+    async def list_attachments(self, mailbox: str, draft_id: str) -> list[tuple[str, int]]:
+        """(name, size) of every attachment on the draft, following paging."""
+        builder = self._user(mailbox).messages.by_message_id(draft_id).attachments
+        query = AttachmentsRequestBuilder.AttachmentsRequestBuilderGetQueryParameters(select=["name", "size"])
+        pages, _ = await self._pages(mailbox, builder, query)
+        return [(a.name or "", int(a.size or 0)) for page in pages for a in page.value or []]
+
+    async def create_upload_session(self, mailbox: str, draft_id: str, item: AttachmentItem) -> UploadTarget:
+        builder = self._user(mailbox).messages.by_message_id(draft_id).attachments.create_upload_session
+        body = CreateUploadSessionPostRequestBody(attachment_item=item)
+        session, _ = await self._call(mailbox, lambda o: builder.post(body, RequestConfiguration(options=o)))
+        if session is None or not session.upload_url:
+            raise GraphCallError(GraphFailure(status=None, code="NoUploadUrl", message="no uploadUrl in the answer"))
+        expires = session.expiration_date_time
+        return UploadTarget(session.upload_url, expires.isoformat() if isinstance(expires, datetime) else None)
+
+    async def send(self, mailbox: str, draft_id: str) -> str | None:
+        builder = self._user(mailbox).messages.by_message_id(draft_id).send
+        _, rid = await self._call(mailbox, lambda o: builder.post(RequestConfiguration(options=o)))
+        return rid
+
+    async def delete(self, mailbox: str, message_id: str) -> None:
+        builder = self._user(mailbox).messages.by_message_id(message_id)
+        await self._call(mailbox, lambda o: builder.delete(RequestConfiguration(options=o)))
+
+    async def find(self, mailbox: str, internet_message_id: str) -> tuple[list[Found], str | None]:
+        """Every copy of the message in the mailbox (Drafts and Sent Items alike), by its internetMessageId."""
+        query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
+            filter=f"internetMessageId eq {odata_quote(internet_message_id)}", select=["id", "isDraft"]
+        )
+        pages, rid = await self._pages(mailbox, self._user(mailbox).messages, query)
+        return [Found(m.id, bool(m.is_draft)) for page in pages for m in page.value or [] if m.id], rid
+
+    async def drafts_folder(self, mailbox: str) -> str | None:
+        """A cheap read that needs Mail.ReadWrite on the mailbox: what `scangw doctor` checks."""
+        builder = self._user(mailbox).mail_folders.by_mail_folder_id("drafts")
+        query = MailFolderItemRequestBuilder.MailFolderItemRequestBuilderGetQueryParameters(select=["id"])
+        _, rid = await self._call(
+            mailbox, lambda o: builder.get(RequestConfiguration(query_parameters=query, options=o))
+        )
+        return rid
+
+    async def close(self) -> None:
+        await self._http.aclose()
