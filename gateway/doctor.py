@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
 from gateway.config import Settings, load_settings
 from gateway.core.errors import ConfigError, DeliveryError, GatewayError, PermanentDeliveryError
+from gateway.core.ports import NotFound
 
 
 @dataclass
@@ -47,7 +49,6 @@ async def _graph(settings: Settings, send_test: str | None) -> list[Check]:
         return [Check("sender", False, "SCANGW_SENDER is not set. Remedy: set it to the shared mailbox UPN.")]
     from gateway.delivery.graph import GraphTransport
     from gateway.delivery.identity import build_credential
-    from gateway.spool.local import LocalBlobStore
 
     checks: list[Check] = []
     credential = build_credential(settings)
@@ -65,9 +66,7 @@ async def _graph(settings: Settings, send_test: str | None) -> list[Check]:
                 )
             )
             return checks
-        transport = GraphTransport(
-            settings, LocalBlobStore(settings.outbox or __import__("pathlib").Path(".")), credential=credential
-        )
+        transport = GraphTransport(settings, _NoScans(), credential=credential)
         try:
             await transport.check_mailbox(settings.sender)
             checks.append(Check("mailbox", True, f"{settings.sender} reachable with mail permission"))
@@ -81,6 +80,29 @@ async def _graph(settings: Settings, send_test: str | None) -> list[Check]:
     finally:
         await credential.close()
     return checks
+
+
+class _NoScans:
+    """Doctor's messages carry no attachment, so its transport never reads a scan from storage."""
+
+    async def write(self, name: str, chunks: AsyncIterable[bytes]) -> int:
+        raise NotFound(name)
+
+    async def stream(self, name: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        raise NotFound(name)
+        yield b""  # pragma: no cover - makes this an async generator
+
+    async def read_range(self, name: str, offset: int, length: int) -> bytes:
+        raise NotFound(name)
+
+    async def size(self, name: str) -> int:
+        raise NotFound(name)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        return 0
+
+    async def list(self, prefix: str) -> list[str]:
+        return []
 
 
 async def _send_test(settings: Settings, transport: object, address: str) -> Check:
