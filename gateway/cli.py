@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from gateway.config import Settings, load_settings
-from gateway.core.errors import ConfigError, GatewayError, InputError, StorageUnavailable
+from gateway.core.errors import ConfigError, GatewayError, StorageUnavailable
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
@@ -118,22 +118,18 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
         return doctor_main(args, environ)
     try:
         settings = load_settings(environ)
-    except ConfigError as exc:
-        print(f"scangw: configuration error: {exc}", file=sys.stderr)
-        return 2
-    try:
         return asyncio.run(_handler(args)(args, settings))
-    except ConfigError as exc:
-        print(f"scangw: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except InputError as exc:
-        print(f"scangw: {exc}", file=sys.stderr)
-        return 1
-    except StorageUnavailable as exc:
-        print(f"scangw: storage unavailable: {exc}", file=sys.stderr)
-        return 1
     except GatewayError as exc:
-        print(f"scangw: {exc}", file=sys.stderr)
-        return 1
+        print(f"scangw: {_describe(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
         return 0
+
+
+def _describe(exc: GatewayError) -> str:
+    """One line a person can act on; the error type decides only the prefix."""
+    if isinstance(exc, ConfigError):
+        return f"configuration error: {exc}"
+    if isinstance(exc, StorageUnavailable):
+        return f"storage unavailable: {exc}"
+    return str(exc)
