@@ -65,6 +65,8 @@ class Settings:
     send_grace_seconds: float = 300.0
     partial_wait_minutes: float = 30.0
     link_hours: float = 0.0
+    #: Where recipients reach `scangw http` (embedded spool download links); no trailing slash.
+    public_url: str | None = None
     keep_sent_hours: float = 0.0
     keep_failed_days: float = 7.0
     keep_jobs_days: float = 30.0
@@ -170,6 +172,20 @@ def _graph_url(env: Mapping[str, str], cloud: str) -> str:
     return url
 
 
+def _public_url(env: Mapping[str, str]) -> str | None:
+    raw = _text(env, "SCANGW_PUBLIC_URL")
+    if raw is None:
+        return None
+    url = raw.rstrip("/")
+    scheme, _, rest = url.partition("://")
+    if scheme not in {"http", "https"} or not rest or rest.startswith("/") or any(c in rest for c in "?# "):
+        raise ConfigError(
+            "SCANGW_PUBLIC_URL",
+            f"'{raw}' must be the address recipients reach `scangw http` at, like https://scan.contoso.com.",
+        )
+    return url
+
+
 def _cidrs(env: Mapping[str, str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     raw = _text(env, "SCANGW_SMTP_PROXY_CIDRS") or ""
     nets = []
@@ -199,6 +215,14 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         if value and not Path(value).is_file():
             raise ConfigError(name, f"no file at {value}.")
     outbox = _text(env, "SCANGW_OUTBOX")
+    link_hours = _number(env, "SCANGW_LINK_HOURS", 0, 0, 168)
+    public_url = _public_url(env)
+    if link_hours > 0 and public_url is None and identity is None and storage.startswith("local:") and not outbox:
+        raise ConfigError(
+            "SCANGW_PUBLIC_URL",
+            "SCANGW_LINK_HOURS with the embedded spool serves links from `scangw http`: set its public address, "
+            "like https://scan.contoso.com (or SCANGW_LINK_HOURS=0).",
+        )
     return Settings(
         storage=storage,
         storage_identity=identity,
@@ -219,7 +243,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         retry_base_seconds=_number(env, "SCANGW_RETRY_BASE_SECONDS", 15, 0.1, 3600),
         send_grace_seconds=_number(env, "SCANGW_SEND_GRACE_SECONDS", 300, 0, 86400),
         partial_wait_minutes=_number(env, "SCANGW_PARTIAL_WAIT_MINUTES", 30, 0),
-        link_hours=_number(env, "SCANGW_LINK_HOURS", 0, 0, 168),
+        link_hours=link_hours,
+        public_url=public_url,
         keep_sent_hours=_number(env, "SCANGW_KEEP_SENT_HOURS", 0, 0),
         keep_failed_days=_number(env, "SCANGW_KEEP_FAILED_DAYS", 7, 0),
         keep_jobs_days=_number(env, "SCANGW_KEEP_JOBS_DAYS", 30, 0),

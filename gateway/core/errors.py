@@ -87,3 +87,8 @@ class PermanentDeliveryError(DeliveryError):
 
     def reason(self) -> str:
         return f"{self} {self.remedy}".strip()
+
+
+class TooLargeForMailbox(PermanentDeliveryError):
+    """Exchange refused the message as over the sender mailbox's MaxSendSize: the one permanent failure that
+    download links (SCANGW_LINK_HOURS) can turn into a delivery, so the agent must tell it apart."""

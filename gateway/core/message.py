@@ -59,6 +59,8 @@ class OutgoingMessage:
     #: Extra internet headers; Graph accepts only names starting with X-.
     headers: tuple[tuple[str, str], ...] = ()
     date: str | None = None
+    #: When set, download links replacing attachments expire then (epoch seconds, recorded in the job first).
+    links_until: float | None = None
 
     @property
     def recipients(self) -> tuple[Address, ...]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 #: Chunk size for streaming blobs: small enough to keep memory flat, a multiple of 320 KiB for uploads.
 CHUNK = 320 * 1024 * 4
@@ -36,6 +36,18 @@ class BlobStore(Protocol):
     async def delete_prefix(self, prefix: str) -> int: ...
 
     async def list(self, prefix: str) -> list[str]: ...
+
+
+@runtime_checkable
+class LinkSigner(Protocol):
+    """Optional BlobStore capability: a URL anyone holding it may GET the blob from until `expires`.
+
+    Only stores whose endpoint recipients can reach offer it (Azure Storage via SAS); the transport asks
+    `isinstance(blobs, LinkSigner)` rather than every store pretending to have it.
+    """
+
+    async def link(self, name: str, expires: float, filename: str) -> str:
+        """`expires` is epoch seconds (recorded in the job first); `filename` is the saved file's name."""
 
 
 @dataclass(frozen=True)

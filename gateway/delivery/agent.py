@@ -18,14 +18,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.core.devices import Device
-from gateway.core.errors import PermanentDeliveryError, StorageUnavailable, TransientDeliveryError
+from gateway.core.errors import PermanentDeliveryError, StorageUnavailable, TooLargeForMailbox, TransientDeliveryError
 from gateway.core.jobs import Job, JobKind, JobState, PoisonMessage, decode_queue_message
-from gateway.core.message import ParsedMessage, compose, parsed_from_json, parsed_to_json
+from gateway.core.links import LINKS_ALL, LINKS_UNTIL, kept_after_send
+from gateway.core.message import OutgoingMessage, ParsedMessage, compose, parsed_from_json, parsed_to_json
 from gateway.core.notice import failure_notice, notice_recipients
 from gateway.core.ports import Conflict
 from gateway.core.retry import next_delay
+from gateway.delivery.links import switch_to_links, with_links
 from gateway.delivery.partial import Fragments, Merged, Wait
-from gateway.delivery.transport import Transport
+from gateway.delivery.transport import Delivered, Transport
 from gateway.services import Services
 
 log = logging.getLogger("scangw.delivery")
@@ -150,7 +152,7 @@ class DeliveryAgent:
                     f"No sender mailbox for device {job.device}.",
                     f"Set SCANGW_SENDER, or give the device one: scangw devices update {job.device} --sender <mailbox>.",
                 ) from None
-            delivered = await self.transport.deliver(message, cp)
+            delivered = await self._deliver_message(cp, message)
         except TransientDeliveryError as exc:
             return await self._transient(cp, str(exc), exc.retry_after)
         except PermanentDeliveryError as exc:
@@ -162,11 +164,26 @@ class DeliveryAgent:
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the scan: retry it like a transient error
             log.exception("job=%s unexpected error", job.id)
             return await self._transient(cp, f"internal error ({type(exc).__name__}); retrying", None)
-        await cp.set(state=JobState.SENT, error=None, request_id=delivered.request_id, progress={})
+        kept = kept_after_send(cp.job.progress)
+        await cp.set(state=JobState.SENT, error=None, request_id=delivered.request_id, progress=kept)
         log.info("job=%s state=sent request_id=%s %s", job.id, delivered.request_id, delivered.detail)
-        if self.settings.keep_sent_hours == 0:
+        if self.settings.keep_sent_hours == 0 and LINKS_UNTIL not in kept:
             await self._drop_bytes(job.id)
         return Done()
+
+    async def _deliver_message(self, cp: JobCheckpoint, message: OutgoingMessage) -> Delivered:
+        """Deliver; if Exchange refuses the size and links are on, deliver once more with every file as a link."""
+        fallback = getattr(self.transport, "link_fallback", None)
+        try:
+            return await self.transport.deliver(
+                await with_links(cp, message, fallback, self.settings, self.clock()), cp
+            )
+        except TooLargeForMailbox as exc:
+            if fallback is None or cp.job.progress.get(LINKS_ALL):
+                raise
+            log.warning("job=%s too large for %s; sending download links instead: %s", cp.job.id, message.mailbox, exc)
+            await switch_to_links(cp, self.transport, message.mailbox, self.settings, self.clock())
+        return await self.transport.deliver(await with_links(cp, message, fallback, self.settings, self.clock()), cp)
 
     async def _parsed(self, cp: JobCheckpoint) -> ParsedMessage | Wait | Merged:
         """Explode an SMTP message into parts once (the result is recorded, so retries reuse it); a

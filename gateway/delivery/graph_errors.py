@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.core.errors import PermanentDeliveryError, TransientDeliveryError
+from gateway.core.errors import PermanentDeliveryError, TooLargeForMailbox, TransientDeliveryError
 
 GRANT = (
     "Grant Application Mail.Send and Mail.ReadWrite to the managed identity for mailbox {mb} via Exchange RBAC "
@@ -159,9 +159,8 @@ def classify(failure: GraphFailure, mailbox: str) -> TransientDeliveryError | Pe
     rid = failure.request_id
     if code in PERMANENT and not (code == "resourcenotfound" and failure.status != 404):
         sentence, remedy = PERMANENT[code]
-        return PermanentDeliveryError(
-            f"{sentence.format(mb=mailbox)} Graph said: {detail}.", remedy.format(mb=mailbox), request_id=rid
-        )
+        kind = TooLargeForMailbox if code == "errormessagesizeexceeded" else PermanentDeliveryError
+        return kind(f"{sentence.format(mb=mailbox)} Graph said: {detail}.", remedy.format(mb=mailbox), request_id=rid)
     if failure.status is None or code in TRANSIENT_CODES or failure.status in TRANSIENT_STATUS:
         return TransientDeliveryError(
             f"Graph is unavailable or busy for mailbox {mailbox}: {detail}.", failure.retry_after, request_id=rid

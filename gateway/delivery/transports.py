@@ -13,5 +13,7 @@ def make_transport(settings: Settings, blobs: BlobStore) -> Transport:
 
         return OutboxTransport(settings.outbox, blobs)
     from gateway.delivery.graph import GraphTransport
+    from gateway.delivery.links import make_link_fallback
 
-    return GraphTransport(settings, blobs, send_grace=settings.send_grace_seconds)
+    fallback = make_link_fallback(settings, blobs)
+    return GraphTransport(settings, blobs, send_grace=settings.send_grace_seconds, link_fallback=fallback)

@@ -8,13 +8,14 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.core.accept import Envelope, IncomingFile
@@ -29,6 +30,8 @@ from gateway.core.errors import (
     RecipientNotAllowed,
     StorageUnavailable,
 )
+from gateway.core.links import LinkExpired, LinkInvalid, content_disposition, verify_token
+from gateway.core.ports import NotFound
 from gateway.intake.multipart import MultipartReader, read_field
 from gateway.services import Services
 
@@ -178,6 +181,28 @@ def create_app(services: ServicesProvider, max_body_bytes: int | None = None) ->
             return await status(request, path.strip("/"))
         return await probe(request)
 
+    async def download(request: Request) -> Response:
+        """A download link (embedded spool): the token is the credential, so no Authorization is asked for."""
+        svc = await services()
+        key_of = getattr(svc.spool.blobs, "link_key", None)
+        if key_of is None:
+            return error_response(404, "not_found", "No such download link.")
+        try:
+            claim = verify_token(await key_of(), request.path_params["token"], time.time())
+            size = await svc.spool.blobs.size(claim.blob)
+        except LinkExpired:
+            return error_response(403, "link_expired", "This download link has expired: ask the sender to scan again.")
+        except (LinkInvalid, NotFound):
+            return error_response(404, "not_found", "No such download link.")
+        headers = {
+            "Content-Disposition": content_disposition(claim.filename),
+            "Content-Length": str(size),
+            "Cache-Control": "private, no-store",
+            "X-Content-Type-Options": "nosniff",
+        }
+        chunks = svc.spool.blobs.stream(claim.blob)
+        return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
+
     def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
             try:
@@ -196,6 +221,7 @@ def create_app(services: ServicesProvider, max_body_bytes: int | None = None) ->
     return Starlette(
         routes=[
             Route("/api/health", guarded(health), methods=["GET"]),
+            Route("/api/links/{token}", guarded(download), methods=["GET"]),
             Route("/api/scans", guarded(scans_root), methods=["POST", *probes]),
             Route("/api/scans/", guarded(scans_root), methods=["POST", *probes]),
             Route("/api/scans/{path:path}", guarded(scans_path), methods=["GET", "PUT", *probes]),

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 from azure.core.exceptions import HttpResponseError
-from azure.storage.blob import BlobBlock
+from azure.storage.blob import BlobBlock, BlobSasPermissions, UserDelegationKey, generate_blob_sas
 from azure.storage.blob.aio import ContainerClient
 
+from gateway.core.links import content_disposition
 from gateway.core.ports import CHUNK, NotFound
 from gateway.spool.azure_errors import mapped
 
 #: Bytes gathered before staging a block: few round trips, memory bounded by one block per upload,
 #: and no larger than the 1 MiB aiohttp still sends without blocking the event loop.
 BLOCK = 1024 * 1024
+#: A SAS's start is backdated so a recipient's clock running a little behind Azure's does not reject it.
+CLOCK_SKEW = timedelta(minutes=15)
+#: Azure caps a user delegation key at seven days from the request.
+MAX_DELEGATION = timedelta(days=7)
 
 
 class AzureBlobStore:
@@ -99,6 +105,35 @@ class AzureBlobStore:
             except NotFound:
                 pass  # removed by someone else meanwhile: the goal is reached
         return deleted
+
+    async def link(self, name: str, expires: float, filename: str) -> str:
+        """A read-only SAS for one blob. With an account key (connection string, Azurite) it is signed
+        locally; with a managed identity it is a user delegation SAS, which needs Storage Blob Delegator."""
+        until = datetime.fromtimestamp(expires, UTC)
+        start = datetime.now(UTC) - CLOCK_SKEW
+        blob = self._container.get_blob_client(name)
+        await self.size(name)  # never hand out a link to bytes that are not there
+        key = getattr(self._container.credential, "account_key", None)
+        delegation = None if key else await self._delegation_key(start, until)
+        sas = generate_blob_sas(
+            blob.account_name or "",
+            blob.container_name,
+            name,
+            account_key=key,
+            user_delegation_key=delegation,
+            permission=BlobSasPermissions(read=True),
+            expiry=until,
+            start=start,
+            content_disposition=content_disposition(filename),
+        )
+        return f"{blob.url}?{sas}"
+
+    async def _delegation_key(self, start: datetime, until: datetime) -> UserDelegationKey:
+        if until - start > MAX_DELEGATION + CLOCK_SKEW:
+            raise ValueError("a user delegation SAS lasts at most 7 days (SCANGW_LINK_HOURS <= 168)")
+        service = self._container._get_blob_service_client()  # shares this client's pipeline: not closed
+        with mapped("get a user delegation key (needs the Storage Blob Delegator role)"):
+            return await service.get_user_delegation_key(start, until)
 
     async def close(self) -> None:
         await self._container.close()

@@ -169,6 +169,13 @@ class LocalBlobStore:
             await asyncio.to_thread(self._path(name).unlink, missing_ok=True)
         return len(names)
 
+    async def link_key(self) -> bytes:
+        """The key that seals download links (`gateway.core.links`): made once, kept beside the spool, shared
+        by every process using the folder, and never in settings or logs."""
+        from gateway.spool.link_key import LINK_KEY_FILE, load_or_create
+
+        return await asyncio.to_thread(load_or_create, self.root.parent / LINK_KEY_FILE)
+
 
 class LocalQueue:
     def __init__(self, db: _Database, name: str) -> None:
