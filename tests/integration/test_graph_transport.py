@@ -419,7 +419,11 @@ def test_a_burst_under_throttling_outages_and_lost_replies_is_delivered_exactly_
 ) -> None:
     """Each job is retried like the agent would: a new transport on the same progress after every failure."""
     seed = int(os.environ.get("SCANGW_TEST_SEED", "7"))
-    with FakeGraph(idp, seed=seed, throttle_rate=0.25, error_rate=0.05, lose_reply_rate=0.05) as graph:
+    # A request already past the limiter (e.g. fetching its token) when another one got the 429 cannot be
+    # recalled; on a loaded 2-core runner that window can exceed the fake's default 0.25 s.
+    with FakeGraph(
+        idp, seed=seed, throttle_rate=0.25, error_rate=0.05, lose_reply_rate=0.05, retry_after_grace=0.6
+    ) as graph:
         graph.add_mailbox(MB)
         skew = [0.0]  # the grace period passes by moving our clock, not by sleeping
         limits = MailboxLimits(rate_per_min=0)  # one process: its workers share the mailbox limits
