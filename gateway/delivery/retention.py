@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.core.jobs import JobState, parse_iso
+from gateway.core.links import links_pending
 from gateway.delivery.partial import sweep_partials
 from gateway.services import Services
 
@@ -36,6 +37,8 @@ async def sweep(services: Services, now: datetime | None = None) -> SweepReport:
     report = SweepReport()
     jobs = {job.id: job for job in await services.jobs.list()}
     for job in jobs.values():
+        if links_pending(job.progress, now.timestamp()):
+            continue  # recipients were sent download links to these bytes; keep them (and the record) until expiry
         age_h = (now - parse_iso(job.updated)).total_seconds() / 3600
         keep_bytes_h = {
             JobState.SENT: settings.keep_sent_hours,

@@ -181,3 +181,23 @@ def test_retention_keeps_failed_bytes_then_drops_them(tmp_path: Path) -> None:
         await svc.close()
 
     asyncio.run(scenario())
+
+
+def test_retention_keeps_bytes_behind_live_download_links(tmp_path: Path) -> None:
+    """Sent with links and SCANGW_KEEP_SENT_HOURS=0: the bytes stay until the links expire, then go."""
+    from datetime import UTC, datetime, timedelta
+
+    async def scenario() -> None:
+        svc, job = await setup(tmp_path)
+        until = time.time() + 48 * 3600
+        found = await svc.jobs.get_record(job.id)
+        assert found is not None
+        await svc.jobs.save(found[0], found[1], state=JobState.SENT, progress={"links_until": until})
+        now = datetime.now(UTC)
+        await sweep(svc, now + timedelta(hours=1))
+        assert await svc.spool.blobs.list(f"{job.id}/")  # links still valid: bytes kept
+        await sweep(svc, now + timedelta(hours=50))
+        assert not await svc.spool.blobs.list(f"{job.id}/")  # links expired: bytes gone
+        await svc.close()
+
+    asyncio.run(scenario())
