@@ -24,6 +24,7 @@ from gateway.core.jobs import FileRef
 from gateway.core.message import Address, OutgoingMessage
 from gateway.core.ports import BlobStore
 from gateway.delivery.graph import GraphTransport
+from gateway.delivery.shared_limits import SharedMailboxLimits
 from gateway.delivery.transport import MemoryCheckpoint
 from gateway.spool.local import open_local_spool
 from tests.fakes.graph import FakeGraph
@@ -149,7 +150,8 @@ async def _run(tmp: Path, fakes: _Fakes) -> list[str]:
     os.environ.update(fakes.env)
     settings = load_settings({"SCANGW_GRAPH_URL": fakes.url, "SCANGW_MAILBOX_RATE_PER_MIN": "0"})
     spool = await open_local_spool(tmp / "spool")
-    transport = GraphTransport(settings, spool.blobs)
+    # The production limiter: each Graph call claims a slot in the spool's shared mailbox ledger.
+    transport = GraphTransport(settings, spool.blobs, limits=SharedMailboxLimits(spool.mailboxes, rate_per_min=0))
     try:
         # The first message imports msgraph's models (tens of MiB, once per process): not part of any scan.
         await transport.deliver(

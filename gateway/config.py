@@ -31,6 +31,7 @@ POISON_QUEUE_NAME = "scan-jobs-poison"
 BLOB_CONTAINER = "scans"
 DEVICES_TABLE = "devices"
 JOBS_TABLE = "jobs"
+MAILBOXES_TABLE = "mailboxes"
 
 
 @dataclass(frozen=True)

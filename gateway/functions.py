@@ -36,7 +36,7 @@ async def _agent() -> DeliveryAgent:
         from gateway.delivery.transports import make_transport
 
         svc = await services()
-        _agents.append(DeliveryAgent(svc, make_transport(svc.settings, svc.spool.blobs)))
+        _agents.append(DeliveryAgent(svc, make_transport(svc.settings, svc.spool)))
     return _agents[0]
 
 

@@ -57,6 +57,7 @@ async def _serve_http(svc: Services, host: str, port: int, stop: asyncio.Event) 
         timeout_graceful_shutdown=30,
         h11_max_incomplete_event_size=32 * 1024,
     )
+
     class Server(uvicorn.Server):
         def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
             return contextlib.nullcontext()  # this process owns SIGTERM/SIGINT: one stop for every part
@@ -87,7 +88,7 @@ async def _run_worker(
     from gateway.delivery.transports import make_transport
     from gateway.delivery.worker import Worker
 
-    transport = make_transport(svc.settings, svc.spool.blobs)
+    transport = make_transport(svc.settings, svc.spool)
     agent = DeliveryAgent(svc, transport, fallback_sender="scangw@localhost")
     target = f"outbox {svc.settings.outbox}" if svc.settings.outbox else f"Graph {svc.settings.graph_url}"
     log.info("worker delivering to %s", target)

@@ -2,8 +2,8 @@
 //
 //   device --SMTP 25/587/465--> [smtp: Container App, identity "intake"] --\
 //                                                                          >--> [storage: blob "scans", queue "scan-jobs",
-//   device --HTTPS------------> [api: Function app,  identity "delivery"] --/     tables "devices" + "jobs"]
-//                               [api: queue trigger, identity "delivery"] <-- scan-jobs --> Microsoft Graph (sendMail)
+//   device --HTTPS------------> [api: Function app,  identity "delivery"] --/     tables "devices", "jobs", "mailboxes"]
+//                               [api: queue trigger, identity "delivery"] <-- scan-jobs --> Microsoft Graph (draft, send)
 //
 // Two identities: the internet-facing SMTP door may write scans and enqueue jobs but holds no mail rights;
 // the delivery Function holds the mail rights (granted in Exchange, see scripts/grant-mailbox-access.ps1).

@@ -103,9 +103,10 @@ class Spool:
     queue: JobQueue
     jobs: Table
     devices: Table
+    mailboxes: Table  # each sender mailbox's shared Graph budget (gateway.core.mailbox_ledger)
 
     async def close(self) -> None:
-        for part in (self.blobs, self.queue, self.jobs, self.devices):
+        for part in (self.blobs, self.queue, self.jobs, self.devices, self.mailboxes):
             closer = getattr(part, "close", None)
             if closer is not None:
                 await closer()

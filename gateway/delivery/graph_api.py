@@ -138,7 +138,7 @@ class GraphApi:
                     ids = inspect.response_headers.get("request-id")
                     return result, next(iter(ids), None)
             if failure.status in (429, 503) and failure.retry_after is not None:
-                self.limits.throttled(mailbox, failure.retry_after)
+                await self.limits.throttled(mailbox, failure.retry_after)
             if failure.token_rejected and attempt == 1:
                 self.credential.invalidate()
                 continue

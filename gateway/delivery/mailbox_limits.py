@@ -3,8 +3,8 @@
 Exchange throttles per app per mailbox, so one busy mailbox must not be hammered by every job at once,
 and once Graph said "wait N seconds" nothing more goes to that mailbox before then. Short waits are
 slept here; a wait longer than `max_wait` raises TransientDeliveryError so the job goes back to the queue
-with a visibility delay instead of holding a worker. Across processes the queue's batch size and instance
-cap bound the concurrency; this module bounds it inside one process.
+with a visibility delay instead of holding a worker. This class bounds one process; `shared_limits` adds a
+ledger in storage so every worker and Function instance shares the same budget.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class MailboxLimits:
         """Seconds left before this mailbox may be called again (0 when free)."""
         return max(0.0, self._blocked_until.get(self._key(mailbox), 0.0) - self._clock())
 
-    def throttled(self, mailbox: str, retry_after: float) -> None:
+    async def throttled(self, mailbox: str, retry_after: float) -> None:
         """Graph answered 429/503 with Retry-After: nothing more goes to this mailbox before then."""
         key = self._key(mailbox)
         until = self._clock() + retry_after + MARGIN

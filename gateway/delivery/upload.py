@@ -135,7 +135,7 @@ class ChunkUploader:
                 retry_after=parse_retry_after(response.headers.get("Retry-After"), self._now()),
             )
             if status in (429, 503) and failure.retry_after is not None:
-                self.limits.throttled(mailbox, failure.retry_after)
+                await self.limits.throttled(mailbox, failure.retry_after)
             raise GraphCallError(failure)
 
 

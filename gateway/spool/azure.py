@@ -19,7 +19,15 @@ from azure.storage.blob.aio import ContainerClient
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
-from gateway.config import BLOB_CONTAINER, DEVICES_TABLE, JOBS_TABLE, POISON_QUEUE_NAME, QUEUE_NAME, Settings
+from gateway.config import (
+    BLOB_CONTAINER,
+    DEVICES_TABLE,
+    JOBS_TABLE,
+    MAILBOXES_TABLE,
+    POISON_QUEUE_NAME,
+    QUEUE_NAME,
+    Settings,
+)
 from gateway.core.errors import ConfigError
 from gateway.core.ports import CHUNK, Spool
 from gateway.spool.azure_blob import AzureBlobStore
@@ -122,7 +130,7 @@ async def open_azure_spool(
                 return TableClient.from_connection_string(conn, table_name=name, **table_opts)
 
         jobs_q, poison_q = queue(QUEUE_NAME), queue(POISON_QUEUE_NAME)
-        jobs_t, devices_t = table(JOBS_TABLE), table(DEVICES_TABLE)
+        jobs_t, devices_t, mailboxes_t = table(JOBS_TABLE), table(DEVICES_TABLE), table(MAILBOXES_TABLE)
     except ValueError as exc:
         raise ConfigError(
             "SCANGW_STORAGE", f"the connection string is not usable ({exc}); copy it from the storage account."
@@ -132,16 +140,18 @@ async def open_azure_spool(
         queue=AzureJobQueue(jobs_q, poison_q),
         jobs=AzureTable(jobs_t),
         devices=AzureTable(devices_t),
+        mailboxes=AzureTable(mailboxes_t),
         credential=credential,
     )
     if ensure_resources:
-        # All five settle before the clients may be closed, so no request is cut off mid-flight.
+        # All six settle before the clients may be closed, so no request is cut off mid-flight.
         outcomes = await asyncio.gather(
             _ensure(f"container {BLOB_CONTAINER}", container.create_container),
             _ensure(f"queue {QUEUE_NAME}", jobs_q.create_queue),
             _ensure(f"queue {POISON_QUEUE_NAME}", poison_q.create_queue),
             _ensure(f"table {JOBS_TABLE}", jobs_t.create_table),
             _ensure(f"table {DEVICES_TABLE}", devices_t.create_table),
+            _ensure(f"table {MAILBOXES_TABLE}", mailboxes_t.create_table),
             return_exceptions=True,
         )
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]

@@ -306,7 +306,7 @@ class LocalTable:
 
 async def open_local_spool(directory: Path) -> Spool:
     """Open (creating if needed) the embedded spool in `directory`; several processes may share it."""
-    from gateway.config import BLOB_CONTAINER, DEVICES_TABLE, JOBS_TABLE, QUEUE_NAME
+    from gateway.config import BLOB_CONTAINER, DEVICES_TABLE, JOBS_TABLE, MAILBOXES_TABLE, QUEUE_NAME
 
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -318,4 +318,5 @@ async def open_local_spool(directory: Path) -> Spool:
         queue=LocalQueue(db, QUEUE_NAME),
         jobs=LocalTable(db, JOBS_TABLE),
         devices=LocalTable(db, DEVICES_TABLE),
+        mailboxes=LocalTable(db, MAILBOXES_TABLE),
     )

@@ -27,6 +27,8 @@ var jobQueueName = 'scan-jobs'
 var poisonQueueName = 'scan-jobs-poison' // where the Functions host moves a message after maxDequeueCount failures
 var devicesTableName = 'devices'
 var jobsTableName = 'jobs'
+// Each sender mailbox's shared Graph budget (request slots, Retry-After, send pace) across workers.
+var mailboxesTableName = 'mailboxes'
 
 module account 'br/public:avm/res/storage/storage-account:0.8.3' = {
   name: 'storage-account'
@@ -86,6 +88,9 @@ module account 'br/public:avm/res/storage/storage-account:0.8.3' = {
         {
           name: jobsTableName
         }
+        {
+          name: mailboxesTableName
+        }
       ]
     }
     // Backstop only: the gateway's retention timer deletes sent scans at once and failed ones after
@@ -129,3 +134,4 @@ output jobQueueName string = jobQueueName
 output poisonQueueName string = poisonQueueName
 output devicesTableName string = devicesTableName
 output jobsTableName string = jobsTableName
+output mailboxesTableName string = mailboxesTableName

@@ -109,7 +109,7 @@ async def _reset(conn: str) -> None:
     from azure.storage.blob.aio import BlobServiceClient
     from azure.storage.queue.aio import QueueServiceClient
 
-    from gateway.config import BLOB_CONTAINER, DEVICES_TABLE, JOBS_TABLE, POISON_QUEUE_NAME, QUEUE_NAME
+    from gateway.config import BLOB_CONTAINER, DEVICES_TABLE, JOBS_TABLE, MAILBOXES_TABLE, POISON_QUEUE_NAME, QUEUE_NAME
 
     async with BlobServiceClient.from_connection_string(conn) as blobs:
         try:
@@ -123,7 +123,7 @@ async def _reset(conn: str) -> None:
             except ResourceNotFoundError:
                 pass
     async with TableServiceClient.from_connection_string(conn) as tables:
-        for name in (JOBS_TABLE, DEVICES_TABLE):
+        for name in (JOBS_TABLE, DEVICES_TABLE, MAILBOXES_TABLE):
             await tables.delete_table(name)  # no error when missing
 
 

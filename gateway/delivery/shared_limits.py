@@ -1,0 +1,172 @@
+"""Exchange's per-mailbox limits shared by every worker and Function instance through a storage table.
+
+Exchange counts the 4 concurrent requests, the Retry-After windows and the 30-per-minute send rate per app
+per mailbox, whichever process makes the calls. Each request therefore claims one of the mailbox's slots in
+a ledger record (an etag-conditional write, so two processes never both take the fourth slot), a 429 or 503
+closes the mailbox for every process, and sends are booked on a shared timetable. A claim lapses after
+`lease` seconds, and a claim by a process on this host that no longer exists is dropped at once, so a
+killed worker never starves the others. The in-process limits still apply first: a process never asks the
+ledger for more than the 4 slots it could use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from gateway.core.mailbox_ledger import Ledger
+from gateway.core.ports import Conflict, Record, Table
+from gateway.delivery.mailbox_limits import CONCURRENT_PER_MAILBOX, MARGIN, MailboxBusy, MailboxLimits
+
+log = logging.getLogger("scangw.limits")
+
+#: Longer than any one Graph call may take (httpx's 120 s read timeout plus connect), so a live claim holds.
+SLOT_LEASE = 150.0
+#: How often a request waiting for a slot held by another process looks again.
+POLL = 0.05
+_WRITE_ATTEMPTS = 50
+
+
+def _process_gone(holder: str) -> bool:
+    """True when `holder` names a process on this host that has exited (its claims can go at once)."""
+    host, _, rest = holder.partition("|")
+    pid = rest.split("|", 1)[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+class SharedMailboxLimits(MailboxLimits):
+    def __init__(
+        self,
+        ledger: Table,
+        rate_per_min: int = 30,
+        concurrency: int = CONCURRENT_PER_MAILBOX,
+        max_wait: float = 5.0,
+        *,
+        lease: float = SLOT_LEASE,
+        poll: float = POLL,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        wall_clock: Callable[[], float] = time.time,
+        process_gone: Callable[[str], bool] = _process_gone,
+    ) -> None:
+        super().__init__(rate_per_min, concurrency, max_wait, clock, sleep)
+        self.ledger = ledger
+        self.lease = lease
+        self.poll = poll
+        self._wall = wall_clock
+        self._gone = process_gone
+        self._me = f"{socket.gethostname()}|{os.getpid()}|{random.getrandbits(32):08x}"
+        self._claims = itertools.count()
+        self._last: dict[str, Record | None] = {}  # the record as this process last wrote or read it
+
+    async def _change(self, mailbox: str, change: Callable[[Ledger, float], Ledger | None]) -> Ledger:
+        """Apply `change` to the mailbox's ledger until the conditional write wins; None means leave it.
+
+        Returns the ledger as written, or as freshly read when `change` declined. The write is first tried
+        against the record this process last saw: when nobody changed it since, no read is needed (one
+        storage round trip per claim or release); a decline is only believed on a fresh read.
+        """
+        key = self._key(mailbox)
+        record, fresh = self._last.get(key), False
+        for _ in range(_WRITE_ATTEMPTS):
+            if record is None and not fresh:
+                record, fresh = await self.ledger.get(key), True
+            now = self._wall()
+            current = Ledger.from_record(record.data if record else None).live(now, self._gone)
+            wanted = change(current, now)
+            if wanted is None:
+                if not fresh:
+                    record = None
+                    continue
+                self._last[key] = record
+                return current
+            data = wanted.to_record()
+            try:
+                if record is None:
+                    etag = await self.ledger.insert(key, data)
+                else:
+                    etag = await self.ledger.replace(key, data, record.etag)
+            except Conflict:
+                record, fresh = None, False
+                continue
+            self._last[key] = Record(data, etag)
+            return wanted
+        raise MailboxBusy(f"Too many workers are updating the limits of mailbox {mailbox} at once.", retry_after=1.0)
+
+    @asynccontextmanager
+    async def request(self, mailbox: str) -> AsyncIterator[None]:
+        async with super().request(mailbox):
+            holder = f"{self._me}|{next(self._claims)}"
+            await self._claim(mailbox, holder)
+            try:
+                yield
+            finally:
+                try:
+                    await self._change(mailbox, lambda ledger, _now: ledger.release(holder))
+                except Exception:  # noqa: BLE001 - the claim lapses by itself; the Graph call's outcome matters more
+                    log.warning("could not release a request slot of %s; it lapses in %.0f s", mailbox, self.lease)
+
+    async def _claim(self, mailbox: str, holder: str) -> None:
+        started = self._clock()
+
+        def take(ledger: Ledger, now: float) -> Ledger | None:
+            if ledger.blocked_until > now:
+                return None
+            return ledger.claim(holder, now, self.lease, self.concurrency)
+
+        while True:
+            ledger = await self._change(mailbox, take)
+            if holder in ledger.slots:
+                return
+            blocked = ledger.blocked_until - self._wall()
+            if blocked > self.max_wait:
+                raise MailboxBusy(f"Graph asked to wait before calling mailbox {mailbox} again.", retry_after=blocked)
+            waited = self._clock() - started
+            if blocked <= 0 and waited > self.max_wait:
+                raise MailboxBusy(
+                    f"Other workers hold all {self.concurrency} request slots of mailbox {mailbox}.",
+                    retry_after=self.poll * 20,
+                )
+            await self._sleep(blocked if blocked > 0 else self.poll * (0.5 + random.random()))
+
+    async def throttled(self, mailbox: str, retry_after: float) -> None:
+        await super().throttled(mailbox, retry_after)
+        until = self._wall() + retry_after + MARGIN
+        await self._change(mailbox, lambda ledger, _now: ledger.block(until))
+
+    async def pace_send(self, mailbox: str) -> None:
+        if self.rate_per_min <= 0:
+            return
+        interval = 60.0 / self.rate_per_min
+        booked: list[float] = []
+
+        def book(ledger: Ledger, now: float) -> Ledger | None:
+            booked.clear()
+            if max(now, ledger.next_send) - now > self.max_wait:
+                booked.append(ledger.next_send - now)
+                return None
+            updated, at = ledger.reserve_send(now, interval)
+            booked.append(at - now)
+            return updated
+
+        await self._change(mailbox, book)
+        wait = booked[0] if booked else 0.0
+        if wait > self.max_wait:
+            raise MailboxBusy(f"Pacing sends from {mailbox} to {self.rate_per_min} per minute.", retry_after=wait)
+        if wait > 0:
+            await self._sleep(wait)
