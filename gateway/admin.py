@@ -125,14 +125,22 @@ async def jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 async def sweep(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.delivery.retention import sweep as run_sweep
+    from gateway.delivery.transports import make_transport
 
     svc = await _with_services(settings)
+    transport = make_transport(svc.settings, svc.spool)
     try:
-        report = await run_sweep(svc)
+        report = await run_sweep(svc, housekeeper=getattr(transport, "sweep_mailboxes", None))
+        if report.mail is not None:
+            print(
+                f"mailboxes: {report.mail.bounced} bounced jobs, {report.mail.drafts_deleted} orphan drafts deleted, "
+                f"{report.mail.uploads_cancelled} upload sessions cancelled"
+            )
         print(
             f"retention: {report.bytes_deleted} scans' bytes, {report.records_deleted} job records, "
             f"{report.orphans_deleted} orphans deleted"
         )
         return 0
     finally:
+        await transport.close()
         await svc.close()

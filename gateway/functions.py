@@ -52,4 +52,5 @@ async def deliver_message(body: bytes) -> None:
 async def sweep_retention() -> None:
     from gateway.delivery.retention import sweep
 
-    await sweep(await services())
+    agent = await _agent()
+    await sweep(agent.services, housekeeper=getattr(agent.transport, "sweep_mailboxes", None))

@@ -18,6 +18,9 @@ from gateway.telemetry import configure_logging
 log = logging.getLogger("scangw")
 
 DEMO_DEVICE = "demo"
+#: A long-running worker sweeps (retention, bounces, orphan drafts) this soon after starting, then hourly,
+#: as the timer trigger does in Azure; several workers sweeping is harmless (every step is idempotent).
+FIRST_SWEEP_SECONDS, SWEEP_SECONDS = 60.0, 3600.0
 
 
 def dev_environment(env: dict[str, str]) -> dict[str, str]:
@@ -92,11 +95,32 @@ async def _run_worker(
     agent = DeliveryAgent(svc, transport, fallback_sender="scangw@localhost")
     target = f"outbox {svc.settings.outbox}" if svc.settings.outbox else f"Graph {svc.settings.graph_url}"
     log.info("worker delivering to %s", target)
+    sweeper = None if once else asyncio.create_task(_sweep_hourly(svc, transport, stop))
     try:
         worker = Worker(agent, concurrency, lease_seconds=lease_seconds)
         await (worker.drain() if once else worker.run(stop))
     finally:
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         await transport.close()
+
+
+async def _sweep_hourly(svc: Services, transport: object, stop: asyncio.Event) -> None:
+    from gateway.delivery.retention import sweep
+
+    delay = FIRST_SWEEP_SECONDS
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return
+        delay = SWEEP_SECONDS
+        try:
+            await sweep(svc, housekeeper=getattr(transport, "sweep_mailboxes", None))
+        except Exception:  # noqa: BLE001 - housekeeping must never stop deliveries; the next hour tries again
+            log.exception("sweep failed; trying again in an hour")
 
 
 async def _main(settings: Settings, body: Callable[[Services, asyncio.Event], Awaitable[None]]) -> int:

@@ -14,8 +14,21 @@ def notice_recipients(scanning_user: str | None, admin: str | None) -> tuple[Add
     return tuple(Address(a) for a in seen)
 
 
-def failure_notice(job: Job, reason: str, sender: str, recipients: tuple[Address, ...]) -> OutgoingMessage:
-    """Names the scan, the device, the reason and the fix; carries no attachment (the bytes stay for retry)."""
+def failure_notice(
+    job: Job, reason: str, sender: str, recipients: tuple[Address, ...], kept: bool = True
+) -> OutgoingMessage:
+    """Names the scan, the device, the reason and the fix; carries no attachment (the bytes stay for retry).
+
+    `kept` is False when the scan's files are already gone (a bounce after retention deleted a sent scan's
+    bytes): then only scanning again helps, and the notice says so instead of offering a retry.
+    """
+    if kept:
+        after = (
+            "The scan is kept for a few days. After fixing the cause, an admin can send it again with:\n"
+            f"    scangw jobs retry {job.id}\n"
+        )
+    else:
+        after = "The scan's files were deleted after sending, so it cannot be re-sent: please scan it again.\n"
     names = ", ".join(f.name for f in job.files) or "(no file)"
     body = (
         "A scan could not be delivered.\n\n"
@@ -26,8 +39,7 @@ def failure_notice(job: Job, reason: str, sender: str, recipients: tuple[Address
         f"Received:  {job.created}\n"
         f"Job:       {job.id}\n\n"
         f"Reason:    {reason}\n\n"
-        "The scan is kept for a few days. After fixing the cause, an admin can send it again with:\n"
-        f"    scangw jobs retry {job.id}\n"
+        f"{after}"
     )
     domain = sender.rpartition("@")[2]
     return OutgoingMessage(

@@ -17,6 +17,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -42,8 +43,10 @@ from gateway.delivery.graph_progress import (
 )
 from gateway.delivery.identity import RefreshableCredential, build_credential
 from gateway.delivery.mailbox_limits import MailboxLimits
+from gateway.delivery.mailbox_sweep import MailboxReport, sweep_mailboxes
 from gateway.delivery.transport import Checkpoint, Delivered
 from gateway.delivery.upload import ChunkUploader, SessionGone, expired, new_upload_client
+from gateway.services import Services
 
 #: Exchange moves a sent draft to Sent Items asynchronously; "not found" is believed only after this long.
 SEND_GRACE_SECONDS = 300.0
@@ -123,6 +126,10 @@ class GraphTransport:
             await self.api.drafts_folder(mailbox)
         except GraphCallError as exc:
             raise classify(exc.failure, mailbox) from exc
+
+    async def sweep_mailboxes(self, services: Services, now: datetime) -> MailboxReport:
+        """Bounces, orphan drafts and abandoned upload sessions, through this transport's Graph client."""
+        return await sweep_mailboxes(services, self.api, self.uploader.http, now)
 
     async def close(self) -> None:
         await self.api.close()

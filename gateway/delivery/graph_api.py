@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import httpx
 from kiota_abstractions.base_request_configuration import RequestConfiguration
@@ -41,7 +41,13 @@ from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from gateway.config import Settings
-from gateway.delivery.graph_errors import GraphCallError, GraphFailure, failure_from_exception
+from gateway.delivery.graph_errors import (
+    GraphCallError,
+    GraphFailure,
+    HttpStatusError,
+    failure_from_exception,
+    failure_from_response,
+)
 from gateway.delivery.identity import RefreshableCredential
 from gateway.delivery.mailbox_limits import MailboxBusy, MailboxLimits
 
@@ -60,9 +66,26 @@ class Found:
 
 
 @dataclass(frozen=True)
+class Listed:
+    """A message found by listing a folder: enough to decide whether to read or delete it."""
+
+    id: str
+    internet_message_id: str
+    message_class: str
+
+
+@dataclass(frozen=True)
 class UploadTarget:
     url: str
     expires: str | None
+
+
+#: PR_MESSAGE_CLASS as a Graph extended property: tells a non-delivery report (REPORT.IPM.Note.NDR) apart.
+MESSAGE_CLASS = "String 0x001A"
+
+
+def odata_time(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def odata_quote(value: str) -> str:
@@ -103,6 +126,9 @@ class GraphApi:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.client, self._http = build_client(settings, credential)
+        self._raw = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)  # for streamed reads only
+        self.base_url = settings.graph_base_url.rstrip("/")
+        self.scope = settings.graph_scope
         self.credential = credential
         self.limits = limits
         self._now = wall_clock
@@ -217,5 +243,50 @@ class GraphApi:
         )
         return rid
 
+    async def folder_since(
+        self, mailbox: str, folder: str, field: str, op: str, moment: float, with_class: bool = False
+    ) -> list[Listed]:
+        """Messages of a well-known folder ("inbox", "drafts") whose `field` compares `op` to `moment`."""
+        builder = self._user(mailbox).mail_folders.by_mail_folder_id(folder).messages
+        query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
+            filter=f"{field} {op} {odata_time(moment)}",
+            select=["id", "internetMessageId"],
+            expand=[f"singleValueExtendedProperties($filter=id eq '{MESSAGE_CLASS}')"] if with_class else None,
+            top=100,
+        )
+        pages, _ = await self._pages(mailbox, builder, query)
+        found = []
+        for page in pages:
+            for m in page.value or []:
+                if not m.id:
+                    continue
+                props = m.single_value_extended_properties or []
+                kind = next((p.value for p in props if (p.id or "").lower() == MESSAGE_CLASS.lower()), None)
+                found.append(Listed(m.id, m.internet_message_id or "", kind or ""))
+        return found
+
+    async def message_head(self, mailbox: str, message_id: str, limit: int) -> bytes:
+        """The first `limit` bytes of a message's MIME (GET .../$value), streamed: a report may carry the
+        returned original, tens of MB we never need."""
+        url = f"{self.base_url}/users/{quote(mailbox, safe='@')}/messages/{quote(message_id, safe='')}/$value"
+
+        async def read(_options: list[Any]) -> bytes:
+            token = await self.credential.get_token(self.scope)
+            headers = {"Authorization": f"Bearer {token.token}"}
+            async with self._raw.stream("GET", url, headers=headers) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise HttpStatusError(failure_from_response(response, self._now()))
+                head = bytearray()
+                async for chunk in response.aiter_bytes():
+                    head += chunk
+                    if len(head) >= limit:
+                        break
+                return bytes(head[:limit])
+
+        head, _ = await self._call(mailbox, read)
+        return head
+
     async def close(self) -> None:
+        await self._raw.aclose()
         await self._http.aclose()

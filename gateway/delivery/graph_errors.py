@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.core.errors import PermanentDeliveryError, TooLargeForMailbox, TransientDeliveryError
+from gateway.core.errors import Deferred, PermanentDeliveryError, TooLargeForMailbox, TransientDeliveryError
 
 GRANT = (
     "Grant Application Mail.Send and Mail.ReadWrite to the managed identity for mailbox {mb} via Exchange RBAC "
@@ -134,6 +134,31 @@ class GraphCallError(Exception):
         self.failure = failure
 
 
+class HttpStatusError(Exception):
+    """An error answer read from a raw httpx response (streamed reads, upload URLs), already as plain data."""
+
+    def __init__(self, failure: GraphFailure) -> None:
+        super().__init__(failure.describe())
+        self.failure = failure
+
+
+def failure_from_response(response: Any, now: float) -> GraphFailure:
+    """An httpx error response whose body has been read, in Graph's `{"error": {"code", "message"}}` shape."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    return GraphFailure(
+        status=response.status_code,
+        code=str(error.get("code") or ""),
+        message=str(error.get("message") or ""),
+        request_id=response.headers.get("request-id"),
+        retry_after=parse_retry_after(response.headers.get("Retry-After"), now),
+    )
+
+
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """Retry-After in delay-seconds or as an HTTP-date; rounded up, never negative."""
     if not value:
@@ -161,6 +186,8 @@ def classify(failure: GraphFailure, mailbox: str) -> TransientDeliveryError | Pe
         sentence, remedy = PERMANENT[code]
         kind = TooLargeForMailbox if code == "errormessagesizeexceeded" else PermanentDeliveryError
         return kind(f"{sentence.format(mb=mailbox)} Graph said: {detail}.", remedy.format(mb=mailbox), request_id=rid)
+    if code == "mailboxbusy" and failure.status is None:  # our own limiter refused before sending anything
+        return Deferred(f"{failure.message} Waiting for mailbox {mailbox}.", failure.retry_after)
     if failure.status is None or code in TRANSIENT_CODES or failure.status in TRANSIENT_STATUS:
         return TransientDeliveryError(
             f"Graph is unavailable or busy for mailbox {mailbox}: {detail}.", failure.retry_after, request_id=rid
@@ -205,6 +232,8 @@ def failure_from_exception(exc: BaseException, now: float) -> GraphFailure | Non
     from azure.identity import CredentialUnavailableError
     from kiota_abstractions.api_error import APIError
 
+    if isinstance(exc, HttpStatusError):
+        return exc.failure
     if isinstance(exc, APIError):
         error = getattr(exc, "error", None)
         headers = exc.response_headers

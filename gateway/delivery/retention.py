@@ -1,15 +1,21 @@
-"""Retention: delete scan bytes and job records once their time is up (timer trigger and `scangw sweep`)."""
+"""Retention: delete scan bytes and job records once their time is up (timer trigger, `scangw sweep`, and
+hourly in `scangw worker`), after the sender mailboxes' housekeeping (bounces, orphan drafts)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.core.jobs import JobState, parse_iso
 from gateway.core.links import links_pending
+from gateway.delivery.mailbox_sweep import MailboxReport
 from gateway.delivery.partial import sweep_partials
 from gateway.services import Services
+
+#: The Graph transport's mailbox housekeeping (absent for the .eml outbox).
+Housekeeper = Callable[[Services, datetime], Awaitable[MailboxReport]]
 
 log = logging.getLogger("scangw.retention")
 
@@ -22,6 +28,7 @@ class SweepReport:
     bytes_deleted: int = 0
     records_deleted: int = 0
     orphans_deleted: int = 0
+    mail: MailboxReport | None = None
 
 
 def _job_created_ms(job_id: str) -> int | None:
@@ -31,10 +38,13 @@ def _job_created_ms(job_id: str) -> int | None:
         return None
 
 
-async def sweep(services: Services, now: datetime | None = None) -> SweepReport:
+async def sweep(services: Services, now: datetime | None = None, housekeeper: Housekeeper | None = None) -> SweepReport:
     now = now or datetime.now(UTC)
     settings = services.settings
     report = SweepReport()
+    if housekeeper is not None:
+        # First: a bounce moves its job back to the queue, so the records below see it as not finished.
+        report.mail = await housekeeper(services, now)
     jobs = {job.id: job for job in await services.jobs.list()}
     for job in jobs.values():
         if links_pending(job.progress, now.timestamp()):

@@ -18,7 +18,7 @@ import httpx
 from gateway.core.errors import PermanentDeliveryError
 from gateway.core.jobs import FileRef
 from gateway.core.ports import BlobStore
-from gateway.delivery.graph_errors import GraphCallError, GraphFailure, failure_from_exception, parse_retry_after
+from gateway.delivery.graph_errors import GraphCallError, GraphFailure, failure_from_exception, failure_from_response
 from gateway.delivery.mailbox_limits import MailboxBusy, MailboxLimits
 
 #: 3,276,800 bytes: under 4 MiB and a multiple of 320 KiB, which suits Outlook and OneDrive alike.
@@ -126,14 +126,7 @@ class ChunkUploader:
                 continue
             if status in SESSION_GONE:
                 raise SessionGone(f"upload URL answered {status} for {file.name}")
-            error = _json(response).get("error") or {}
-            failure = GraphFailure(
-                status=status,
-                code=str(error.get("code") or "") if isinstance(error, dict) else "",
-                message=str(error.get("message") or "") if isinstance(error, dict) else "",
-                request_id=response.headers.get("request-id"),
-                retry_after=parse_retry_after(response.headers.get("Retry-After"), self._now()),
-            )
+            failure = failure_from_response(response, self._now())
             if status in (429, 503) and failure.retry_after is not None:
                 await self.limits.throttled(mailbox, failure.retry_after)
             raise GraphCallError(failure)

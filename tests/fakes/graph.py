@@ -45,6 +45,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -66,11 +67,13 @@ from .graph_model import (
     UploadSession,
     bad,
     iso,
+    ndr_mime,
     new_id,
     normalise,
     parse_attachment,
     parse_message,
     parse_mime,
+    render_mime,
     valid_id,
 )
 from .identity import TokenClaims
@@ -89,6 +92,11 @@ READ, WRITE, SEND = ("Mail.ReadWrite", "Mail.Read"), ("Mail.ReadWrite",), ("Mail
 _UPLOAD = re.compile(r"^/api/v2\.0/Users\('([^']+)'\)/Messages\('([^']+)'\)/AttachmentSessions\('([^']+)'\)$")
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 _FILTER = re.compile(r"^\s*internetMessageId\s+eq\s+'((?:[^']|'')*)'\s*$", re.IGNORECASE)
+_DATE_FILTER = re.compile(r"^\s*(receivedDateTime|createdDateTime)\s+(ge|gt|le|lt)\s+(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\s*$")
+_CLASS_EXPAND = "singleValueExtendedProperties($filter=id eq 'String 0x001A')"
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "ge": lambda a, b: a >= b, "gt": lambda a, b: a > b, "le": lambda a, b: a <= b, "lt": lambda a, b: a < b,
+}
 
 
 class FakeGraph(GraphCore):
@@ -105,6 +113,7 @@ class FakeGraph(GraphCore):
             ("messages",): {"GET": (READ, lambda: self._list(ctx, box, None)), "POST": (WRITE, lambda: self._create(ctx, box))},
             ("mailfolders", "*"): {"GET": (READ, lambda: self._json(200, {"id": new_id(40), "displayName": rest[1]}, ctx))},
             ("mailfolders", "*", "messages"): {"GET": (READ, lambda: self._list(ctx, box, low[1]))},
+            ("messages", "*", "$value"): {"GET": (READ, lambda: self._mime(ctx, box, rest[1]))},
             ("messages", "*"): {"GET": (READ, lambda: self._get(ctx, box, rest[1])),
                                 "PATCH": (WRITE, lambda: self._patch(ctx, box, rest[1])),
                                 "DELETE": (WRITE, lambda: self._delete(ctx, box, rest[1]))},
@@ -169,22 +178,54 @@ class FakeGraph(GraphCore):
         now = self.clock()
         items = [i for i in box.items.values() if folder in (None, i.folder)]
         if q.q("$filter") is not None:
-            match = _FILTER.match(q.q("$filter") or "")
-            if not match:
-                raise bad("BadRequest", f"Invalid filter clause (FakeGraph supports internetMessageId eq '<id>' only): {q.q('$filter')!r}.")
-            wanted = match.group(1).replace("''", "'")
-            items = [i for i in items if i.fields.internet_message_id == wanted and i.visible_at <= now]
+            items = self._filtered(items, q.q("$filter") or "", now)
         items.sort(key=lambda i: i.created, reverse=True)
         try:
             top, skip = int(q.q("$top") or 10), int(q.q("$skip") or 0)
         except ValueError as exc:
             raise bad("BadRequest", f"$top / $skip must be integers: {q.q('$top')!r}, {q.q('$skip')!r}.") from exc
         select = {s.strip() for s in (q.q("$select") or "").split(",") if s.strip()} or None
-        out: dict[str, Any] = {"value": [i.to_json(select) for i in items[skip:skip + top]]}
+        expand = q.q("$expand")
+        if expand not in (None, _CLASS_EXPAND):
+            raise bad("BadRequest", f"FakeGraph supports $expand={_CLASS_EXPAND} only, not {expand!r}.")
+        page = [i.to_json(select) for i in items[skip:skip + top]]
+        if expand:
+            for out_item, item in zip(page, items[skip:skip + top], strict=True):
+                out_item["singleValueExtendedProperties"] = [{"id": "String 0x001A", "value": item.message_class}]
+        out: dict[str, Any] = {"value": page}
         if skip + top < len(items):
             query = {k: v[0] for k, v in q.query.items()} | {"$skip": str(skip + top)}
             out["@odata.nextLink"] = f"{self.url}{q.path}?{urlencode(query)}"
         return self._json(200, out, ctx)
+
+    def _filtered(self, items: list[Item], text: str, now: float) -> list[Item]:
+        """`internetMessageId eq '<id>'` (only once Exchange indexed the item), or date comparisons joined by `and`."""
+        match = _FILTER.match(text)
+        if match:
+            wanted = match.group(1).replace("''", "'")
+            return [i for i in items if i.fields.internet_message_id == wanted and i.visible_at <= now]
+        for clause in text.split(" and "):
+            date = _DATE_FILTER.match(clause)
+            if not date:
+                raise bad("BadRequest", f"Invalid filter clause (FakeGraph supports internetMessageId eq '<id>' and "
+                          f"receivedDateTime/createdDateTime comparisons): {text!r}.")
+            moment = datetime.strptime(date.group(3), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+            compare = _COMPARE[date.group(2)]
+            items = [i for i in items if compare(float(int(i.created)), moment)]
+        return items
+
+    def _mime(self, ctx: Ctx, box: Mailbox, message_id: str) -> Response:
+        item = self._item(box, message_id)
+        return Response(200, render_mime(item), {**ctx.ids, "Content-Type": "text/plain"})
+
+    def add_inbox_item(self, mailbox: str, mime: bytes, message_class: str = "IPM.Note", received: float | None = None) -> Item:
+        """Put a message that arrived from outside (an NDR, a reply, spam) in the mailbox's Inbox."""
+        now = self.clock() if received is None else received
+        with self._lock:
+            box = self.mailbox(mailbox)
+            item = Item(new_id(), "inbox", now, now + self.search_lag, Fields(), message_class=message_class, mime=mime)
+            box.items[item.id] = item
+        return item
 
     def _get(self, ctx: Ctx, box: Mailbox, message_id: str) -> Response:
         select = {s.strip() for s in (ctx.req.q("$select") or "").split(",") if s.strip()} or None
@@ -301,6 +342,12 @@ class FakeGraph(GraphCore):
         with self._sent_cv:
             self.sent.append(record)
             self._sent_cv.notify_all()
+        refused = [a for a in record.to + record.cc + record.bcc if a.lower() in self.bounce_recipients]
+        if refused:  # Exchange accepted the send (202); the refusal comes back later as an NDR in the Inbox
+            now = self.clock()
+            ndr = Item(new_id(), "inbox", now, now + self.search_lag, Fields(), message_class="REPORT.IPM.Note.NDR",
+                       mime=ndr_mime(box.upn, f, refused, now))
+            box.items[ndr.id] = ndr
 
     def _send(self, ctx: Ctx, box: Mailbox, message_id: str) -> Response:
         if ctx.req.body:

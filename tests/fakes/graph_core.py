@@ -116,6 +116,8 @@ class GraphCore(BackgroundServer):
         self.requests: list[RequestRecord] = []
         self.violations: list[str] = []
         self.max_concurrency_seen: dict[str, int] = {}
+        #: Recipients (lower-case) whose server refuses mail after Graph's 202: an NDR lands in the sender's Inbox.
+        self.bounce_recipients: set[str] = set()
 
     # -- test-facing API --------------------------------------------------------------------------
     @property

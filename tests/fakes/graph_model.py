@@ -151,6 +151,8 @@ class Item:
     fields: Fields
     conversation_id: str = field(default_factory=lambda: new_id(60))
     open_uploads: int = 0
+    message_class: str = "IPM.Note"  # PR_MESSAGE_CLASS (String 0x001A); an NDR is REPORT.IPM.Note.NDR
+    mime: bytes | None = None  # what GET .../$value returns, for items that arrived as MIME (inbox mail)
 
     @property
     def is_draft(self) -> bool:
@@ -409,3 +411,54 @@ class Ctx:
         self.had_auth = req.header("Authorization") is not None
         self.graph = False
         self.code: str | None = None
+
+
+def render_mime(item: Item) -> bytes:
+    """GET /messages/{id}/$value for an item created through JSON: its headers and text body as RFC 5322."""
+    if item.mime is not None:
+        return item.mime
+    f = item.fields
+    msg = EmailMessage()
+    msg["Subject"] = f.subject
+    if f.from_:
+        msg["From"] = f.from_.address
+    if f.to:
+        msg["To"] = ", ".join(a.address for a in f.to)
+    msg["Message-ID"] = f.internet_message_id or ""
+    msg.set_content(f.body or "")
+    return bytes(msg)
+
+
+def ndr_mime(upn: str, original: Fields, refused: list[str], now: float) -> bytes:
+    """The RFC 3464 non-delivery report Exchange Online puts in the sender's Inbox for refused recipients:
+    a human-readable part, one message/delivery-status block per recipient, and the original's headers."""
+    boundary = "ndr-" + secrets.token_hex(8)
+    human = "Delivery has failed to these recipients or groups:\r\n\r\n" + "\r\n".join(refused)
+    per_recipient = "".join(
+        f"\r\nFinal-Recipient: rfc822;{r}\r\nAction: failed\r\nStatus: 5.1.10\r\n"
+        f"Diagnostic-Code: smtp;550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient {r} not found by SMTP address lookup\r\n"
+        for r in refused
+    )
+    headers = (
+        f"From: {original.from_.address if original.from_ else upn}\r\n"
+        f"To: {', '.join(a.address for a in original.to)}\r\n"
+        f"Subject: {original.subject}\r\n"
+        f"Message-ID: {original.internet_message_id}\r\n"
+    )
+    text = (
+        f"From: Microsoft Outlook <MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@{upn.rpartition('@')[2]}>\r\n"
+        f"To: {upn}\r\n"
+        f"Subject: Undeliverable: {original.subject}\r\n"
+        f"Date: {datetime.fromtimestamp(now, UTC).strftime('%a, %d %b %Y %H:%M:%S +0000')}\r\n"
+        f"Message-ID: <{secrets.token_hex(12)}@fake.prod.outlook.com>\r\n"
+        "MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\r\n'
+        "X-MS-Exchange-Message-Is-Ndr: \r\n"
+        "\r\n"
+        f"--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n{human}\r\n"
+        f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns;fake.prod.outlook.com\r\n{per_recipient}\r\n"
+        f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n{headers}\r\n"
+        f"--{boundary}--\r\n"
+    )
+    return text.encode()
