@@ -74,10 +74,10 @@ param smtpSubnetAddressPrefix string = '10.60.0.0/23'
 @description('OPT-IN TRIAL MODE. True grants the delivery identity the Graph application roles Mail.Send and Mail.ReadWrite TENANT-WIDE (it could send as every mailbox). The default is false: scope mail rights to the sender mailboxes with scripts/grant-mailbox-access.ps1. Needs a deployer allowed to grant Graph app roles.')
 param grantTenantWideMailSend bool = false
 
-@description('Flex Consumption scale-out cap, per function group. It bounds the delivery agent\'s concurrency per sender mailbox: each instance keeps at most 4 Graph requests in flight per mailbox (Exchange allows 4 per app per mailbox), so N instances can reach 4 x N. Keep it 1 unless several busy sender mailboxes need more throughput.')
+@description('Flex Consumption scale-out cap, per function group (40 is the lowest maximum Flex accepted in preview). Exchange\'s per-mailbox limits hold at any value: instances share each sender mailbox\'s request slots, Retry-After windows and send pace through the spool\'s "mailboxes" table.')
 @minValue(1)
-@maxValue(40)
-param functionMaximumInstanceCount int = 1
+@maxValue(1000)
+param functionMaximumInstanceCount int = 40
 
 @description('Concurrent HTTP uploads per Function instance. The Functions worker buffers each body (up to 100 MB) in memory, so this times the largest upload must fit in the instance memory with room to spare.')
 @minValue(1)

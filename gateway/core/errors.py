@@ -79,6 +79,11 @@ class TransientDeliveryError(DeliveryError):
         self.request_id = request_id
 
 
+class Deferred(TransientDeliveryError):
+    """Nothing failed: the sender mailbox's shared budget (request slots, a Retry-After window, the send pace)
+    is spent for now. The job waits without using up one of its SCANGW_MAX_ATTEMPTS; its age still bounds it."""
+
+
 class PermanentDeliveryError(DeliveryError):
     def __init__(self, message: str, remedy: str = "", request_id: str | None = None) -> None:
         super().__init__(message)

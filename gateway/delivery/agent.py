@@ -17,8 +17,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.core.bounce import NOTIFY, SENT_FROM
 from gateway.core.devices import Device
-from gateway.core.errors import PermanentDeliveryError, StorageUnavailable, TooLargeForMailbox, TransientDeliveryError
+from gateway.core.errors import (
+    Deferred,
+    PermanentDeliveryError,
+    StorageUnavailable,
+    TooLargeForMailbox,
+    TransientDeliveryError,
+)
 from gateway.core.jobs import Job, JobKind, JobState, PoisonMessage, decode_queue_message
 from gateway.core.links import LINKS_ALL, LINKS_UNTIL, kept_after_send
 from gateway.core.message import OutgoingMessage, ParsedMessage, compose, parsed_from_json, parsed_to_json
@@ -153,6 +160,8 @@ class DeliveryAgent:
                     f"Set SCANGW_SENDER, or give the device one: scangw devices update {job.device} --sender <mailbox>.",
                 ) from None
             delivered = await self._deliver_message(cp, message)
+        except Deferred as exc:
+            return await self._transient(cp, str(exc), exc.retry_after, counted=False)
         except TransientDeliveryError as exc:
             return await self._transient(cp, str(exc), exc.retry_after)
         except PermanentDeliveryError as exc:
@@ -165,6 +174,10 @@ class DeliveryAgent:
             log.exception("job=%s unexpected error", job.id)
             return await self._transient(cp, f"internal error ({type(exc).__name__}); retrying", None)
         kept = kept_after_send(cp.job.progress)
+        # What the mailbox sweep needs if a bounce comes back: where to look, and whom to tell.
+        kept[SENT_FROM] = message.mailbox
+        if message.reply_to:
+            kept[NOTIFY] = message.reply_to[0].address
         await cp.set(state=JobState.SENT, error=None, request_id=delivered.request_id, progress=kept)
         log.info("job=%s state=sent request_id=%s %s", job.id, delivered.request_id, delivered.detail)
         if self.settings.keep_sent_hours == 0 and LINKS_UNTIL not in kept:
@@ -214,16 +227,25 @@ class DeliveryAgent:
         log.info("job=%s state=queued waiting for message/partial fragments: %s", cp.job.id, wait.reason)
         return Retry(wait.seconds)
 
-    async def _transient(self, cp: JobCheckpoint, reason: str, retry_after: float | None) -> Outcome:
+    async def _transient(
+        self, cp: JobCheckpoint, reason: str, retry_after: float | None, counted: bool = True
+    ) -> Outcome:
+        """Re-queue with a delay. A wait for the mailbox's budget (`counted=False`) gives the attempt back and
+        is spread by up to a quarter more, so a burst that all heard the same wait does not return at once."""
         job = cp.job
         age_hours = job.age_hours(datetime.fromtimestamp(self.clock(), UTC))
-        if job.attempts >= self.settings.max_attempts or age_hours >= self.settings.max_age_hours:
+        attempts = job.attempts if counted else max(0, job.attempts - 1)
+        if attempts >= self.settings.max_attempts or age_hours >= self.settings.max_age_hours:
             final = f"Gave up after {job.attempts} attempts over {age_hours:.1f} h. Last error: {reason}"
             await cp.update(failing=final)
             return await self._fail(cp, final)
-        delay = next_delay(job.attempts, retry_after, self.rng, self.settings.retry_base_seconds)
+        if counted:
+            delay = next_delay(job.attempts, retry_after, self.rng, self.settings.retry_base_seconds)
+        else:
+            wait = max(retry_after or 1.0, 1.0)
+            delay = wait + self.rng.random() * wait / 4
         progress = {**job.progress, "not_before": self.clock() + delay}
-        await cp.set(state=JobState.QUEUED, error=reason, progress=progress)
+        await cp.set(state=JobState.QUEUED, attempts=attempts, error=reason, progress=progress)
         log.warning("job=%s state=queued retry_in=%.0fs reason=%s", job.id, delay, reason)
         return Retry(delay)
 
@@ -231,7 +253,7 @@ class DeliveryAgent:
         """Send the notice first (resumably), then mark failed: a crash in between repeats only the notice check."""
         job = cp.job
         sender = self.settings.sender
-        scanning_user = job.reply_to
+        scanning_user = job.progress.get(NOTIFY) or job.reply_to
         parsed = job.progress.get("parsed") or {}
         original = parsed.get("reply_to") or parsed.get("from_")
         if original:
@@ -239,8 +261,9 @@ class DeliveryAgent:
         recipients = notice_recipients(scanning_user, self.settings.admin_email)
         if sender and recipients:
             notice_cp = JobCheckpoint(self, job, cp.etag, "notice")
+            kept = bool(await self.services.spool.blobs.list(f"{job.id}/"))
             try:
-                await self.transport.deliver(failure_notice(job, reason, sender, recipients), notice_cp)
+                await self.transport.deliver(failure_notice(job, reason, sender, recipients, kept), notice_cp)
             except TransientDeliveryError as exc:
                 cp.job, cp.etag = notice_cp.job, notice_cp.etag
                 delay = next_delay(1, exc.retry_after, self.rng, self.settings.retry_base_seconds)

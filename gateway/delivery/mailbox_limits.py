@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from gateway.core.errors import TransientDeliveryError
+from gateway.core.errors import Deferred
 
 #: Exchange Online: at most 4 concurrent requests per app per mailbox (platform facts, section 2).
 CONCURRENT_PER_MAILBOX = 4
@@ -22,7 +22,7 @@ CONCURRENT_PER_MAILBOX = 4
 MARGIN = 0.05
 
 
-class MailboxBusy(TransientDeliveryError):
+class MailboxBusy(Deferred):
     """Refused before anything was sent: the mailbox is inside a Retry-After window or its send pace."""
 
 

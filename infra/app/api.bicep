@@ -24,10 +24,10 @@ param appInsightsName string
 ])
 param pythonVersion string = '3.11'
 
-@description('Scale-out cap per function group; see maximumInstanceCount below for why it stays small.')
+@description('Scale-out cap per function group; see maximumInstanceCount below.')
 @minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 1
+param maximumInstanceCount int = 40
 
 @description('Concurrent HTTP uploads per instance (the Python default on Flex is 1).')
 @minValue(1)
@@ -120,10 +120,11 @@ module functionApp 'br/public:avm/res/web/site:0.15.1' = {
       }
       scaleAndConcurrency: {
         instanceMemoryMB: instanceMemoryMB
-        // Deliberately small. The cap applies per function group: the queue-triggered delivery agent scales on
-        // its own instances, and each instance keeps at most 4 Graph requests in flight per sender mailbox, which
-        // is what Exchange allows per app per mailbox. N instances can therefore reach 4 x N per mailbox and earn
-        // 429s; and a mailbox sends at most 30 messages a minute anyway, which one instance sustains.
+        // The cap applies per function group (HTTP intake, queue-triggered delivery). Exchange's per-mailbox
+        // limits (4 concurrent requests, Retry-After, 30 sends a minute) do not depend on it: every instance
+        // claims request slots and send times in the spool's shared "mailboxes" table. 40 is the lowest
+        // maximum Flex Consumption accepted in preview (platform facts); more instances add intake throughput
+        // and parallelism across sender mailboxes, never more requests to one mailbox.
         maximumInstanceCount: maximumInstanceCount
         triggers: {
           http: {

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.accept import Envelope, IncomingFile
-from gateway.core.errors import PermanentDeliveryError, TransientDeliveryError
+from gateway.core.errors import Deferred, PermanentDeliveryError, TransientDeliveryError
 from gateway.core.jobs import Job, JobState
 from gateway.core.message import OutgoingMessage
 from gateway.delivery.agent import DeliveryAgent, Done, Retry
@@ -83,6 +83,34 @@ def test_transient_error_requeues_with_the_servers_delay_then_sends(tmp_path: Pa
         assert sent is not None and (sent.state, sent.attempts, sent.error) == (JobState.SENT, 2, None)
         assert [m.subject for m in transport.sent] == ["Scan from mfp1"]
         assert await svc.spool.blobs.list(f"{job.id}/") == []  # SCANGW_KEEP_SENT_HOURS=0: bytes gone
+        await svc.close()
+
+    asyncio.run(scenario())
+
+
+def test_waiting_for_the_mailboxs_budget_spends_no_attempt(tmp_path: Path) -> None:
+    """SCANGW_MAX_ATTEMPTS=2, yet five waits for the mailbox's send pace never fail the job."""
+
+    async def scenario() -> None:
+        svc, job = await setup(tmp_path, SCANGW_MAX_ATTEMPTS="2")
+        transport = ScriptedTransport(
+            *(Deferred("Pacing sends from scanner@contoso.com.", retry_after=40) for _ in range(5))
+        )
+        text = await next_text(svc)
+        now = [time.time()]
+        agent = DeliveryAgent(svc, transport, clock=lambda: now[0])
+        delays = []
+        for _ in range(5):
+            outcome = await agent.handle(text)
+            assert isinstance(outcome, Retry)
+            delays.append(outcome.delay)
+            now[0] += outcome.delay
+            waiting = await svc.jobs.get(job.id)
+            assert waiting is not None and (waiting.state, waiting.attempts) == (JobState.QUEUED, 0)
+        assert all(40 <= d <= 50 for d in delays)  # the wait asked for, spread by up to a quarter
+        assert isinstance(await agent.handle(text), Done)
+        sent = await svc.jobs.get(job.id)
+        assert sent is not None and (sent.state, sent.attempts) == (JobState.SENT, 1)
         await svc.close()
 
     asyncio.run(scenario())
