@@ -109,6 +109,9 @@ class GraphCore(BackgroundServer):
         self._sent_cv = threading.Condition(self._lock)
         self._gate = threading.Event()
         self._gate.set()
+        self._hold_pattern: re.Pattern[str] | None = None
+        #: Requests parked by `hold()` right now (counted in flight, not yet acted on).
+        self.parked = 0
         self._mailboxes: dict[str, Mailbox] = {}
         self._sessions: dict[str, UploadSession] = {}
         self._faults: list[_Fault] = []
@@ -157,13 +160,16 @@ class GraphCore(BackgroundServer):
             self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, code, retry_after, after_effect))
 
     @contextmanager
-    def hold(self) -> Iterator[None]:
-        """Park every request after it is counted in flight, until the block exits (deterministic concurrency)."""
+    def hold(self, path_regex: str | None = None) -> Iterator[None]:
+        """Park every request (or those whose decoded path matches `path_regex`) after it is counted in flight,
+        until the block exits: deterministic concurrency, or a request Graph acts on after its client died."""
+        self._hold_pattern = re.compile(path_regex) if path_regex else None
         self._gate.clear()
         try:
             yield
         finally:
             self._gate.set()
+            self._hold_pattern = None
 
     def in_flight(self, mailbox: str) -> int:
         return self.mailbox(mailbox).in_flight
@@ -313,7 +319,14 @@ class GraphCore(BackgroundServer):
                         self._violate(f"{ctx.req.method} {unquote(ctx.req.path)}: sent {box.throttled_until - now:.2f}s before Retry-After allowed")
                     raise GraphError(429, "ApplicationThrottled", "Retry-After has not passed yet.",
                                      headers={"Retry-After": str(max(1, math.ceil(box.throttled_until - now)))})
-            self._gate.wait()
+            if not self._gate.is_set() and (self._hold_pattern is None or self._hold_pattern.search(unquote(ctx.req.path))):
+                with self._lock:
+                    self.parked += 1
+                try:
+                    self._gate.wait()
+                finally:
+                    with self._lock:
+                        self.parked -= 1
             fault = self._take_fault(ctx.req)
             if fault is not None and not fault.after_effect:
                 return self._fault_response(ctx, box, fault)

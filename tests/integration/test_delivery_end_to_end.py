@@ -10,10 +10,13 @@ import hashlib
 import json
 import os
 import signal
+import smtplib
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
@@ -171,8 +174,77 @@ def test_worker_killed_repeatedly_mid_upload_still_delivers_exactly_once(stack: 
     assert stack.graph.violations == []
 
 
+def test_worker_killed_while_graph_acts_on_its_send_does_not_send_twice(stack: Stack) -> None:
+    """The send reaches Graph, the worker is SIGKILLed before any reply, and only then does Exchange send:
+    the next worker sees "send requested" in the job and finds the message in Sent Items instead of resending."""
+    user, password = stack.device()
+    data = os.urandom(300_000)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with gateway_process("http", "--listen", f"127.0.0.1:{port}", env=stack.env, health_url=f"{url}/api/health"):
+        r = httpx.put(f"{url}/api/scans/contract.pdf", content=data, auth=(user, password), timeout=60)
+        assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    with stack.graph.hold(r"/send$"):
+        worker = stack.worker()
+        poll(lambda: stack.graph.parked >= 1, timeout=60, what="the send to reach Graph")
+        worker.kill()
+        worker.wait()
+    stack.graph.wait_for_sent(1, timeout=30)  # Graph acted on the request its client abandoned
+    worker = stack.worker()
+    try:
+        poll(lambda: stack.jobs()[job_id]["state"] == "sent", timeout=60, what="job recognised as sent")
+    finally:
+        stop(worker)
+    [message] = stack.graph.sent
+    assert message.internet_message_id == f"<scan.{job_id}@contoso.com>"
+    assert [(a.name, a.sha256) for a in message.attachments] == [("contract.pdf", sha(data))]
+    sends = [q for q in stack.graph.requests if q.method == "POST" and q.path.lower().endswith("/send")]
+    assert len(sends) == 1  # the abandoned one; the second worker searched instead of sending
+    assert stack.graph.violations == []
+
+
+def test_smtp_door_killed_right_after_its_250_loses_nothing(stack: Stack) -> None:
+    """`250` is said only once the scan is durably stored and queued: SIGKILL the door the instant it is heard."""
+    user, password = stack.device()
+    port = free_port()
+    scan = os.urandom(150_000)
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "mfp@contoso.com", "bob@contoso.com", "Invoice 42"
+    message.set_content("Scanned.")
+    message.add_attachment(scan, maintype="application", subtype="pdf", filename="invoice.pdf")
+    with gateway_process("smtp", "--listen", f"127.0.0.1:{port}", env=stack.env) as door:
+        poll(lambda: _listening(port), timeout=30, what="scangw smtp to listen")
+        client = smtplib.SMTP("127.0.0.1", port, timeout=30)
+        client.ehlo("mfp")
+        client.login(user, password)
+        client.mail("mfp@contoso.com")
+        client.rcpt("bob@contoso.com")
+        code, _ = client.data(message.as_bytes())
+        door.kill()
+        door.wait()
+        client.close()
+    assert code == 250
+    worker = stack.worker()
+    try:
+        [delivered] = stack.graph.wait_for_sent(1, timeout=60)
+    finally:
+        stop(worker)
+    assert delivered.to == ["bob@contoso.com"] and delivered.subject == "Invoice 42"
+    assert [(a.name, a.sha256) for a in delivered.attachments] == [("invoice.pdf", sha(scan))]
+    assert stack.graph.duplicate_internet_message_ids() == [] and stack.graph.violations == []
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def test_forty_scans_under_throttling_and_errors_each_delivered_once(stack: Stack) -> None:
-    """25 % of Graph requests answer 429 with Retry-After and 5 % answer 503."""
+    """25 % of Graph requests answer 429 with Retry-After and 5 % answer 503, with two workers draining."""
     user, password = stack.device()
     payloads: dict[str, bytes] = {}
     port = free_port()
@@ -188,11 +260,13 @@ def test_forty_scans_under_throttling_and_errors_each_delivered_once(stack: Stac
     stack.graph.retry_after_grace = 0.6  # requests already on the wire when the 429 came are not the client's fault
     stack.graph.throttle_rate = 0.25
     stack.graph.error_rate = 0.05
-    worker = stack.worker("--concurrency", "4")
+    # Two worker processes: Exchange's limits (4 in flight, Retry-After) hold only if they share them.
+    workers = [stack.worker("--concurrency", "4") for _ in range(2)]
     try:
         poll(lambda: all(j["state"] == "sent" for j in stack.jobs().values()), timeout=240, what="all 40 jobs sent")
     finally:
-        stop(worker)
+        for worker in workers:
+            stop(worker)
     delivered = {m.internet_message_id: m for m in stack.graph.sent}
     assert len(stack.graph.sent) == 40 and stack.graph.duplicate_internet_message_ids() == []
     for job_id, body in payloads.items():

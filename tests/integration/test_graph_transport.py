@@ -15,7 +15,7 @@ import os
 import random
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -41,23 +41,6 @@ FOUR_MIB = 4 * MIB
 
 
 # -- factories ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def idp(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeIdentityEndpoint]:
-    with FakeIdentityEndpoint() as endpoint:
-        for name, value in endpoint.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("MSI_ENDPOINT", raising=False)
-        monkeypatch.delenv("AZURE_CLIENT_ID", raising=False)
-        yield endpoint
-
-
-@pytest.fixture
-def graph(idp: FakeIdentityEndpoint) -> Iterator[FakeGraph]:
-    with FakeGraph(idp) as fake:
-        fake.add_mailbox(MB)
-        yield fake
 
 
 def settings(graph_url: str, **changes: Any) -> Settings:

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from gateway.config import load_settings
 from gateway.core.accept import Envelope, IncomingFile
@@ -23,22 +21,9 @@ from gateway.delivery.worker import Worker
 from gateway.services import Services, build
 from tests.fakes.graph import FakeGraph
 from tests.fakes.graph_model import ndr_mime
-from tests.fakes.identity import FakeIdentityEndpoint
 
 MB = "scanner@contoso.com"
 PDF = b"%PDF-1.7 scanned pages " * 500
-
-
-@pytest.fixture
-def graph(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGraph]:
-    with FakeIdentityEndpoint() as idp:
-        for name, value in idp.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("MSI_ENDPOINT", raising=False)
-        monkeypatch.delenv("AZURE_CLIENT_ID", raising=False)
-        with FakeGraph(idp) as fake:
-            fake.add_mailbox(MB)
-            yield fake
 
 
 async def one(data: bytes) -> AsyncIterator[IncomingFile]:

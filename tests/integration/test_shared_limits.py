@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +24,10 @@ from gateway.delivery.transport import MemoryCheckpoint
 from gateway.spool.azure import open_azure_spool
 from gateway.spool.local import open_local_spool
 from tests.fakes.graph import FakeGraph
-from tests.fakes.identity import FakeIdentityEndpoint
 from tests.integration.azurite import reset_azurite
 from tests.integration.test_graph_transport import MB, outgoing, store
 
 Opener = Callable[[], Awaitable[Spool]]
-
-
-@pytest.fixture
-def graph(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGraph]:
-    with FakeIdentityEndpoint() as idp:
-        for name, value in idp.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("MSI_ENDPOINT", raising=False)
-        monkeypatch.delenv("AZURE_CLIENT_ID", raising=False)
-        with FakeGraph(idp) as fake:
-            fake.add_mailbox(MB)
-            yield fake
 
 
 @pytest.fixture(params=["local", pytest.param("azurite", marks=pytest.mark.azurite)])
