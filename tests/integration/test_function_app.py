@@ -155,3 +155,58 @@ def test_function_app_on_azurite_reads_the_base64_message_the_host_would(
         await svc.close()
 
     asyncio.run(scenario())
+
+
+def test_timer_trigger_reads_a_bounce_and_the_queue_trigger_mails_the_notice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, graph: Any
+) -> None:
+    """Through Graph (the fake): a scan sent by the queue trigger bounces; the hourly timer finds the report,
+    and the queue trigger then ends the job failed and mails the failure notice."""
+    env = {
+        "SCANGW_STORAGE": f"local:{tmp_path / 'spool'}",
+        "SCANGW_SENDER": "scanner@contoso.com",
+        "SCANGW_ADMIN_EMAIL": "admin@contoso.com",
+        "SCANGW_GRAPH_URL": graph.url,
+        "SCANGW_MAILBOX_RATE_PER_MIN": "0",
+    }
+    monkeypatch.delenv("SCANGW_OUTBOX", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    import gateway.functions
+
+    importlib.reload(gateway.functions)
+    module = importlib.reload(importlib.import_module("function_app"))
+    functions = {f.get_function_name(): f.get_user_function() for f in module.app.get_functions()}
+    graph.bounce_recipients = {"typo@contoso.com"}
+
+    async def drain(svc: Any) -> None:
+        while leases := await svc.spool.queue.receive(30):
+            await functions["deliver"](func.QueueMessage(body=leases[0].text.encode()))
+            await svc.spool.queue.delete(leases[0])
+
+    async def scenario() -> None:
+        from gateway.core.accept import Envelope, IncomingFile
+
+        svc = await gateway.functions.services()
+        device, _ = await svc.registry.add("mfp1", reply_to="alice@contoso.com", default_to="typo@contoso.com")
+
+        async def files() -> Any:
+            async def chunks() -> Any:
+                yield b"%PDF-1.7 pages"
+
+            yield IncomingFile("scan.pdf", "application/pdf", chunks())
+
+        job = await svc.intake().accept_files(device, files(), lambda: Envelope(("typo@contoso.com",)))
+        await drain(svc)
+        assert (await svc.jobs.get(job.id)).state == JobState.SENT  # type: ignore[union-attr]
+        await functions["retention"](None)
+        await drain(svc)
+        failed = await svc.jobs.get(job.id)
+        assert failed is not None and failed.state == JobState.FAILED and "typo@contoso.com" in (failed.error or "")
+        for agent in gateway.functions._agents:  # the host would keep these for the process's life
+            await agent.transport.close()
+        await svc.close()
+
+    asyncio.run(scenario())
+    notices = [m for m in graph.sent if m.headers.get("X-Scangw-Notice") == "failure"]
+    assert len(notices) == 1 and sorted(notices[0].to) == ["admin@contoso.com", "alice@contoso.com"]
