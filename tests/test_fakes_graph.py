@@ -73,8 +73,13 @@ def api(graph: FakeGraph, idp: FakeIdentityEndpoint) -> Iterator[httpx.Client]:
 
 
 def file_att(data: bytes, name: str = "scan.pdf", **extra: Any) -> dict[str, Any]:
-    return {"@odata.type": "#microsoft.graph.fileAttachment", "name": name, "contentType": "application/pdf",
-            "contentBytes": base64.b64encode(data).decode(), **extra}
+    return {
+        "@odata.type": "#microsoft.graph.fileAttachment",
+        "name": name,
+        "contentType": "application/pdf",
+        "contentBytes": base64.b64encode(data).decode(),
+        **extra,
+    }
 
 
 def draft(api: httpx.Client, **props: Any) -> dict[str, Any]:
@@ -90,6 +95,7 @@ def code(reply: httpx.Response) -> str:
 
 
 # -- authentication and addressing -----------------------------------------------------------------
+
 
 def test_bearer_tokens_are_verified(graph: FakeGraph, idp: FakeIdentityEndpoint) -> None:
     url = f"{graph.url}/v1.0/users/{MB}/messages"
@@ -116,7 +122,10 @@ def test_mailbox_addressing_and_flags(graph: FakeGraph, api: httpx.Client, idp: 
     auth = api.headers
     assert httpx.get(f"{graph.url}/v1.0/me/messages", headers=auth).status_code == 400
     missing = httpx.get(f"{graph.url}/v1.0/users/nobody@contoso.com/messages", headers=auth)
-    assert missing.status_code == 404 and missing.json()["error"]["message"] == "The requested user 'nobody@contoso.com' is invalid."
+    assert (
+        missing.status_code == 404
+        and missing.json()["error"]["message"] == "The requested user 'nobody@contoso.com' is invalid."
+    )
     by_id = httpx.get(f"{graph.url}/v1.0/users/{graph.mailbox(MB).id}/messages", headers=auth)
     assert by_id.status_code == 200
     graph.mailbox(MB).access_denied = True
@@ -132,9 +141,15 @@ def test_mailbox_addressing_and_flags(graph: FakeGraph, api: httpx.Client, idp: 
 
 # -- drafts ---------------------------------------------------------------------------------------
 
+
 def test_create_draft_accepts_camel_and_pascal_case(api: httpx.Client, graph: FakeGraph) -> None:
-    created = draft(api, Body={"ContentType": "HTML", "Content": "<p>hi</p>"}, InternetMessageId="<a1@scan.contoso.com>",
-                    internetMessageHeaders=[{"name": "X-Scan-Id", "value": "42"}], attachments=[file_att(b"%PDF")])
+    created = draft(
+        api,
+        Body={"ContentType": "HTML", "Content": "<p>hi</p>"},
+        InternetMessageId="<a1@scan.contoso.com>",
+        internetMessageHeaders=[{"name": "X-Scan-Id", "value": "42"}],
+        attachments=[file_att(b"%PDF")],
+    )
     assert created["isDraft"] is True and created["internetMessageId"] == "<a1@scan.contoso.com>"
     assert len(created["id"]) > 100 and created["id"].startswith("AAMk") and created["body"]["contentType"] == "html"
     listed = api.get(f"/messages/{created['id']}/attachments").json()["value"]
@@ -147,7 +162,10 @@ def test_create_draft_accepts_camel_and_pascal_case(api: httpx.Client, graph: Fa
     ("props", "expected"),
     [
         ({"internetMessageHeaders": [{"name": "Message-ID", "value": "<x@y>"}]}, "InvalidInternetMessageHeader"),
-        ({"internetMessageHeaders": [{"name": f"X-{i}", "value": "v"} for i in range(6)]}, "InvalidInternetMessageHeaderCollection"),
+        (
+            {"internetMessageHeaders": [{"name": f"X-{i}", "value": "v"} for i in range(6)]},
+            "InvalidInternetMessageHeaderCollection",
+        ),
         ({"attachments": [{**file_att(b"x"), "contentBytes": "not base64!"}]}, "RequestBodyRead"),
         ({"attachments": [{"@odata.type": "#microsoft.graph.itemAttachment", "name": "m"}]}, "ErrorInvalidRequest"),
         ({"attachments": [file_att(b"x", name="")]}, "ErrorInvalidRequest"),
@@ -156,7 +174,9 @@ def test_create_draft_accepts_camel_and_pascal_case(api: httpx.Client, graph: Fa
         ({"internetMessageId": "no-brackets@x"}, "ErrorInvalidInternetMessageId"),
     ],
 )
-def test_create_draft_rejects_what_graph_rejects(api: httpx.Client, graph: FakeGraph, props: dict[str, Any], expected: str) -> None:
+def test_create_draft_rejects_what_graph_rejects(
+    api: httpx.Client, graph: FakeGraph, props: dict[str, Any], expected: str
+) -> None:
     reply = api.post("/messages", json={"subject": "s", **props})
     assert reply.status_code == 400 and code(reply) == expected
     assert len(graph.violations) == 1 and graph.items(MB) == []
@@ -175,18 +195,32 @@ def test_patch_get_and_delete(api: httpx.Client, graph: FakeGraph) -> None:
 
 # -- sending --------------------------------------------------------------------------------------
 
+
 def test_send_moves_the_draft_and_records_the_delivery(api: httpx.Client, graph: FakeGraph) -> None:
-    created = draft(api, ccRecipients=[{"emailAddress": {"address": "carol@fabrikam.com", "name": "Carol"}}],
-                    replyTo=[{"emailAddress": {"address": "desk@contoso.com"}}], attachments=[file_att(b"%PDF-1.7", isInline=True, contentId="p1")])
+    created = draft(
+        api,
+        ccRecipients=[{"emailAddress": {"address": "carol@fabrikam.com", "name": "Carol"}}],
+        replyTo=[{"emailAddress": {"address": "desk@contoso.com"}}],
+        attachments=[file_att(b"%PDF-1.7", isInline=True, contentId="p1")],
+    )
     mid = created["id"]
     assert api.post(f"/messages/{mid}/send").status_code == 202
     for method, path in (("GET", ""), ("PATCH", ""), ("GET", "/attachments"), ("POST", "/send")):
         reply = api.request(method, f"/messages/{mid}{path}", json={} if method == "PATCH" else None)
         assert reply.status_code == 404 and code(reply) == "ErrorItemNotFound", (method, path)
     [sent] = graph.wait_for_sent(1)
-    assert (sent.to, sent.cc, sent.reply_to, sent.subject, sent.via) == (["bob@fabrikam.com"], ["carol@fabrikam.com"], ["desk@contoso.com"], "Scan", "send")
+    assert (sent.to, sent.cc, sent.reply_to, sent.subject, sent.via) == (
+        ["bob@fabrikam.com"],
+        ["carol@fabrikam.com"],
+        ["desk@contoso.com"],
+        "Scan",
+        "send",
+    )
     assert sent.attachments[0].sha256 == hashlib.sha256(b"%PDF-1.7").hexdigest() and sent.attachments[0].is_inline
-    found = api.get("/messages", params={"$filter": f"internetMessageId eq '{created['internetMessageId']}'", "$select": "id,isDraft"}).json()["value"]
+    found = api.get(
+        "/messages",
+        params={"$filter": f"internetMessageId eq '{created['internetMessageId']}'", "$select": "id,isDraft"},
+    ).json()["value"]
     assert [(m["id"] != mid, m["isDraft"]) for m in found] == [(True, False)]
     assert graph.violations == []
 
@@ -215,17 +249,31 @@ def test_send_needs_content_length(graph: FakeGraph, api: httpx.Client) -> None:
 
 
 def test_send_mail_json_and_mime(api: httpx.Client, graph: FakeGraph) -> None:
-    message = {"Subject": "Direct", "ToRecipients": [{"EmailAddress": {"Address": "bob@fabrikam.com"}}],
-               "InternetMessageId": "<d1@scan.contoso.com>", "Attachments": [file_att(b"abc")]}
+    message = {
+        "Subject": "Direct",
+        "ToRecipients": [{"EmailAddress": {"Address": "bob@fabrikam.com"}}],
+        "InternetMessageId": "<d1@scan.contoso.com>",
+        "Attachments": [file_att(b"abc")],
+    }
     assert api.post("/sendMail", json={"Message": message, "SaveToSentItems": False}).status_code == 202
-    mime = (b"From: scanner@contoso.com\r\nTo: Bob <bob@fabrikam.com>\r\nSubject: Mime\r\nMessage-ID: <m1@x>\r\n"
-            b"X-Scan: 7\r\nContent-Type: text/plain\r\n\r\nhello\r\n")
+    mime = (
+        b"From: scanner@contoso.com\r\nTo: Bob <bob@fabrikam.com>\r\nSubject: Mime\r\nMessage-ID: <m1@x>\r\n"
+        b"X-Scan: 7\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+    )
     reply = api.post("/sendMail", content=base64.b64encode(mime), headers={"Content-Type": "text/plain"})
     assert reply.status_code == 202
     direct, raw = graph.wait_for_sent(2)
     assert (direct.via, direct.sent_item_id, direct.attachments[0].size) == ("sendMail", None, 3)
-    assert (raw.to, raw.subject, raw.headers, raw.body.strip()) == (["bob@fabrikam.com"], "Mime", {"X-Scan": "7"}, "hello")
-    assert code(api.post("/sendMail", content=b"***", headers={"Content-Type": "text/plain"})) == "ErrorMimeContentInvalidBase64String"
+    assert (raw.to, raw.subject, raw.headers, raw.body.strip()) == (
+        ["bob@fabrikam.com"],
+        "Mime",
+        {"X-Scan": "7"},
+        "hello",
+    )
+    assert (
+        code(api.post("/sendMail", content=b"***", headers={"Content-Type": "text/plain"}))
+        == "ErrorMimeContentInvalidBase64String"
+    )
     assert api.post("/sendMail", json={"Message": message}).status_code == 202
     assert graph.duplicate_internet_message_ids() == ["<d1@scan.contoso.com>"]
 
@@ -250,6 +298,7 @@ def test_paging_with_top(api: httpx.Client) -> None:
 
 
 # -- attachments and upload sessions ---------------------------------------------------------------
+
 
 def test_attachment_post_limit_and_request_size(api: httpx.Client, graph: FakeGraph) -> None:
     mid = draft(api)["id"]
@@ -303,7 +352,9 @@ def test_upload_session_completes_and_can_be_cancelled(api: httpx.Client, graph:
     offset, step = 0, 12 * CHUNK_MULTIPLE
     while offset < len(data):
         end = min(offset + step, len(data))
-        reply = httpx.put(url, content=data[offset:end], headers={"Content-Range": f"bytes {offset}-{end - 1}/{len(data)}"})
+        reply = httpx.put(
+            url, content=data[offset:end], headers={"Content-Range": f"bytes {offset}-{end - 1}/{len(data)}"}
+        )
         offset = end
     assert reply.status_code == 201 and "/Attachments('" in reply.headers["Location"]
     assert httpx.put(url, content=b"x", headers={"Content-Range": f"bytes 0-0/{len(data)}"}).status_code == 404
@@ -312,11 +363,14 @@ def test_upload_session_completes_and_can_be_cancelled(api: httpx.Client, graph:
     assert httpx.delete(cancel_url).status_code == 404
     assert api.post(f"/messages/{mid}/send").status_code == 202
     [sent] = graph.wait_for_sent(1)
-    assert [(a.name, a.size, a.sha256) for a in sent.attachments] == [("big.pdf", len(data), hashlib.sha256(data).hexdigest())]
+    assert [(a.name, a.size, a.sha256) for a in sent.attachments] == [
+        ("big.pdf", len(data), hashlib.sha256(data).hexdigest())
+    ]
     assert graph.violations == []
 
 
 # -- throttling and fault injection ----------------------------------------------------------------
+
 
 def test_concurrency_limit_and_retry_after_window(api: httpx.Client, graph: FakeGraph) -> None:
     graph.retry_after_grace = 0.0
@@ -370,8 +424,11 @@ def test_fail_next_before_and_after_effect(api: httpx.Client, graph: FakeGraph) 
 
 # -- the real SDK end to end ----------------------------------------------------------------------
 
+
 @pytest.fixture
-def sdk(graph: FakeGraph, idp: FakeIdentityEndpoint, monkeypatch: pytest.MonkeyPatch) -> Callable[[], GraphServiceClient]:
+def sdk(
+    graph: FakeGraph, idp: FakeIdentityEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[], GraphServiceClient]:
     """A factory for the real client: ManagedIdentityCredential -> idp, request adapter -> graph (section 11)."""
     for name in ("IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT", "AZURE_CLIENT_ID"):
         monkeypatch.delenv(name, raising=False)
@@ -379,7 +436,9 @@ def sdk(graph: FakeGraph, idp: FakeIdentityEndpoint, monkeypatch: pytest.MonkeyP
         monkeypatch.setenv(name, value)
 
     def make() -> GraphServiceClient:
-        client = GraphServiceClient(credentials=ManagedIdentityCredential(), scopes=["https://graph.microsoft.com/.default"])
+        client = GraphServiceClient(
+            credentials=ManagedIdentityCredential(), scopes=["https://graph.microsoft.com/.default"]
+        )
         client.request_adapter.base_url = f"{graph.url}/v1.0"
         return client
 
@@ -390,15 +449,27 @@ def bob() -> list[Recipient]:
     return [Recipient(email_address=EmailAddress(address="bob@fabrikam.com", name="Bob"))]
 
 
-def test_real_msgraph_sdk_and_managed_identity(graph: FakeGraph, idp: FakeIdentityEndpoint, sdk: Callable[[], GraphServiceClient]) -> None:
+def test_real_msgraph_sdk_and_managed_identity(
+    graph: FakeGraph, idp: FakeIdentityEndpoint, sdk: Callable[[], GraphServiceClient]
+) -> None:
     pdf = b"%PDF-1.7 scan " * 100
 
     async def scenario() -> None:
         message = Message(
-            subject="Scan from MFP-3", body=ItemBody(content_type=BodyType.Html, content="<p>See attached.</p>"),
-            to_recipients=bob(), internet_message_id="<sdk-1@scan.contoso.com>",
-            attachments=[FileAttachment(odata_type="#microsoft.graph.fileAttachment", name="scan.pdf",
-                                        content_type="application/pdf", content_bytes=pdf, is_inline=True, content_id="scan1")],
+            subject="Scan from MFP-3",
+            body=ItemBody(content_type=BodyType.Html, content="<p>See attached.</p>"),
+            to_recipients=bob(),
+            internet_message_id="<sdk-1@scan.contoso.com>",
+            attachments=[
+                FileAttachment(
+                    odata_type="#microsoft.graph.fileAttachment",
+                    name="scan.pdf",
+                    content_type="application/pdf",
+                    content_bytes=pdf,
+                    is_inline=True,
+                    content_id="scan1",
+                )
+            ],
         )
         mailbox = sdk().users.by_user_id(MB)
         created = await mailbox.messages.post(message)
@@ -407,7 +478,11 @@ def test_real_msgraph_sdk_and_managed_identity(graph: FakeGraph, idp: FakeIdenti
 
     asyncio.run(scenario())
     [sent] = graph.wait_for_sent(1)
-    assert (sent.to, sent.subject, sent.internet_message_id) == (["bob@fabrikam.com"], "Scan from MFP-3", "<sdk-1@scan.contoso.com>")
+    assert (sent.to, sent.subject, sent.internet_message_id) == (
+        ["bob@fabrikam.com"],
+        "Scan from MFP-3",
+        "<sdk-1@scan.contoso.com>",
+    )
     assert sent.attachments[0].sha256 == hashlib.sha256(pdf).hexdigest() and sent.attachments[0].content_id == "scan1"
     assert idp.token_requests == 1 and all(r.had_auth for r in graph.requests)
     assert graph.violations == []
@@ -421,7 +496,9 @@ def test_real_sdk_upload_session_and_send_mail(graph: FakeGraph, sdk: Callable[[
         mailbox = sdk().users.by_user_id(MB)
         created = await mailbox.messages.post(Message(subject="Large scan", to_recipients=bob()))
         assert created is not None and created.id
-        item = AttachmentItem(attachment_type=AttachmentType.File, name="big.pdf", size=len(big), content_type="application/pdf")
+        item = AttachmentItem(
+            attachment_type=AttachmentType.File, name="big.pdf", size=len(big), content_type="application/pdf"
+        )
         builder = mailbox.messages.by_message_id(created.id).attachments.create_upload_session
         session = await builder.post(CreateUploadSessionPostRequestBody(attachment_item=item))
         assert session is not None and session.upload_url and session.expiration_date_time is not None
@@ -429,7 +506,10 @@ def test_real_sdk_upload_session_and_send_mail(graph: FakeGraph, sdk: Callable[[
             offset = 0
             while offset < len(big):
                 end = min(offset + 10 * CHUNK_MULTIPLE, len(big))
-                headers = {"Content-Range": f"bytes {offset}-{end - 1}/{len(big)}", "Content-Type": "application/octet-stream"}
+                headers = {
+                    "Content-Range": f"bytes {offset}-{end - 1}/{len(big)}",
+                    "Content-Type": "application/octet-stream",
+                }
                 reply = await plain.put(session.upload_url, content=big[offset:end], headers=headers)
                 assert reply.status_code == (201 if end == len(big) else 200), reply.text
                 offset = end
@@ -440,5 +520,9 @@ def test_real_sdk_upload_session_and_send_mail(graph: FakeGraph, sdk: Callable[[
     asyncio.run(scenario())
     large, direct = graph.wait_for_sent(2)
     assert [(a.name, a.sha256) for a in large.attachments] == [("big.pdf", hashlib.sha256(big).hexdigest())]
-    assert (direct.via, direct.sent_item_id, direct.internet_message_id) == ("sendMail", None, "<sdk-2@scan.contoso.com>")
+    assert (direct.via, direct.sent_item_id, direct.internet_message_id) == (
+        "sendMail",
+        None,
+        "<sdk-2@scan.contoso.com>",
+    )
     assert graph.violations == []

@@ -31,6 +31,9 @@ log = logging.getLogger("scangw.limits")
 SLOT_LEASE = 150.0
 #: How often a request waiting for a slot held by another process looks again.
 POLL = 0.05
+#: A claim that took longer than this to be granted (a stalled process, a slow store) is checked again
+#: before use: a Retry-After window may have begun meanwhile, and a late request would fall inside it.
+STALE_CLAIM = 0.2
 _WRITE_ATTEMPTS = 50
 
 
@@ -130,9 +133,13 @@ class SharedMailboxLimits(MailboxLimits):
             return ledger.claim(holder, now, self.lease, self.concurrency)
 
         while True:
+            asked = self._wall()
             ledger = await self._change(mailbox, take)
             if holder in ledger.slots:
-                return
+                if self._wall() - asked <= STALE_CLAIM or not await self._closed_since(mailbox):
+                    return
+                await self._change(mailbox, lambda current, _now: current.release(holder))
+                continue
             blocked = ledger.blocked_until - self._wall()
             if blocked > self.max_wait:
                 raise MailboxBusy(f"Graph asked to wait before calling mailbox {mailbox} again.", retry_after=blocked)
@@ -143,6 +150,11 @@ class SharedMailboxLimits(MailboxLimits):
                     retry_after=self.poll * 20,
                 )
             await self._sleep(blocked if blocked > 0 else self.poll * (0.5 + random.random()))
+
+    async def _closed_since(self, mailbox: str) -> bool:
+        """A fresh look: did another process record a Retry-After window while this one was granted a slot?"""
+        record = await self.ledger.get(self._key(mailbox))
+        return Ledger.from_record(record.data if record else None).blocked_until > self._wall()
 
     async def throttled(self, mailbox: str, retry_after: float) -> None:
         await super().throttled(mailbox, retry_after)

@@ -18,7 +18,13 @@ import httpx
 from gateway.core.errors import PermanentDeliveryError
 from gateway.core.jobs import FileRef
 from gateway.core.ports import BlobStore
-from gateway.delivery.graph_errors import GraphCallError, GraphFailure, failure_from_exception, failure_from_response
+from gateway.delivery.graph_errors import (
+    GraphCallError,
+    GraphFailure,
+    failure_from_exception,
+    failure_from_response,
+    parse_retry_after,
+)
 from gateway.delivery.mailbox_limits import MailboxBusy, MailboxLimits
 
 #: 3,276,800 bytes: under 4 MiB and a multiple of 320 KiB, which suits Outlook and OneDrive alike.
@@ -77,7 +83,12 @@ class ChunkUploader:
 
         try:
             async with self.limits.request(mailbox):
-                return await self.http.put(url, content=body(), headers=headers)
+                response = await self.http.put(url, content=body(), headers=headers)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"), self._now())
+                if response.status_code in (429, 503) and retry_after is not None:
+                    # Before the slot is released: whoever takes it next must already see the window.
+                    await self.limits.throttled(mailbox, retry_after)
+                return response
         except httpx.HTTPError as exc:
             failure = failure_from_exception(exc, self._now()) or GraphFailure(status=None, message=str(exc))
             raise GraphCallError(failure) from exc
@@ -126,10 +137,7 @@ class ChunkUploader:
                 continue
             if status in SESSION_GONE:
                 raise SessionGone(f"upload URL answered {status} for {file.name}")
-            failure = failure_from_response(response, self._now())
-            if status in (429, 503) and failure.retry_after is not None:
-                await self.limits.throttled(mailbox, failure.retry_after)
-            raise GraphCallError(failure)
+            raise GraphCallError(failure_from_response(response, self._now()))
 
 
 def new_upload_client() -> httpx.AsyncClient:

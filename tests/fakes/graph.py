@@ -79,8 +79,17 @@ from .graph_model import (
 from .identity import TokenClaims
 
 __all__ = [
-    "CHUNK_MULTIPLE", "DEFAULT_MAX_SEND", "GRAPH_AUDIENCE", "MAX_BODY", "MAX_CHUNK", "DeliveredAttachment",
-    "DeliveredMessage", "FakeGraph", "Mailbox", "RequestRecord", "TokenValidator",
+    "CHUNK_MULTIPLE",
+    "DEFAULT_MAX_SEND",
+    "GRAPH_AUDIENCE",
+    "MAX_BODY",
+    "MAX_CHUNK",
+    "DeliveredAttachment",
+    "DeliveredMessage",
+    "FakeGraph",
+    "Mailbox",
+    "RequestRecord",
+    "TokenValidator",
 ]
 
 MAX_CHUNK = 4 * 1024 * 1024  # chunks must be strictly smaller
@@ -92,10 +101,15 @@ READ, WRITE, SEND = ("Mail.ReadWrite", "Mail.Read"), ("Mail.ReadWrite",), ("Mail
 _UPLOAD = re.compile(r"^/api/v2\.0/Users\('([^']+)'\)/Messages\('([^']+)'\)/AttachmentSessions\('([^']+)'\)$")
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 _FILTER = re.compile(r"^\s*internetMessageId\s+eq\s+'((?:[^']|'')*)'\s*$", re.IGNORECASE)
-_DATE_FILTER = re.compile(r"^\s*(receivedDateTime|createdDateTime)\s+(ge|gt|le|lt)\s+(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\s*$")
+_DATE_FILTER = re.compile(
+    r"^\s*(receivedDateTime|createdDateTime)\s+(ge|gt|le|lt)\s+(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\s*$"
+)
 _CLASS_EXPAND = "singleValueExtendedProperties($filter=id eq 'String 0x001A')"
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
-    "ge": lambda a, b: a >= b, "gt": lambda a, b: a > b, "le": lambda a, b: a <= b, "lt": lambda a, b: a < b,
+    "ge": lambda a, b: a >= b,
+    "gt": lambda a, b: a > b,
+    "le": lambda a, b: a <= b,
+    "lt": lambda a, b: a < b,
 }
 
 
@@ -110,23 +124,42 @@ class FakeGraph(GraphCore):
         m, low = ctx.req.method, [s.lower().removeprefix("microsoft.graph.") for s in rest]
         routes: dict[tuple[str, ...], dict[str, tuple[tuple[str, ...], Callable[[], Response]]]] = {
             ("sendmail",): {"POST": (SEND, lambda: self._send_mail(ctx, box))},
-            ("messages",): {"GET": (READ, lambda: self._list(ctx, box, None)), "POST": (WRITE, lambda: self._create(ctx, box))},
-            ("mailfolders", "*"): {"GET": (READ, lambda: self._json(200, {"id": new_id(40), "displayName": rest[1]}, ctx))},
+            ("messages",): {
+                "GET": (READ, lambda: self._list(ctx, box, None)),
+                "POST": (WRITE, lambda: self._create(ctx, box)),
+            },
+            ("mailfolders", "*"): {
+                "GET": (READ, lambda: self._json(200, {"id": new_id(40), "displayName": rest[1]}, ctx))
+            },
             ("mailfolders", "*", "messages"): {"GET": (READ, lambda: self._list(ctx, box, low[1]))},
             ("messages", "*", "$value"): {"GET": (READ, lambda: self._mime(ctx, box, rest[1]))},
-            ("messages", "*"): {"GET": (READ, lambda: self._get(ctx, box, rest[1])),
-                                "PATCH": (WRITE, lambda: self._patch(ctx, box, rest[1])),
-                                "DELETE": (WRITE, lambda: self._delete(ctx, box, rest[1]))},
+            ("messages", "*"): {
+                "GET": (READ, lambda: self._get(ctx, box, rest[1])),
+                "PATCH": (WRITE, lambda: self._patch(ctx, box, rest[1])),
+                "DELETE": (WRITE, lambda: self._delete(ctx, box, rest[1])),
+            },
             ("messages", "*", "send"): {"POST": (SEND, lambda: self._send(ctx, box, rest[1]))},
-            ("messages", "*", "attachments"): {"GET": (READ, lambda: self._attachments(ctx, box, rest[1])),
-                                               "POST": (WRITE, lambda: self._add_attachment(ctx, box, rest[1]))},
-            ("messages", "*", "attachments", "createuploadsession"): {"POST": (WRITE, lambda: self._create_session(ctx, box, rest[1]))},
-            ("messages", "*", "attachments", "*"): {"GET": (READ, lambda: self._attachment(ctx, box, rest[1], rest[3], False)),
-                                                    "DELETE": (WRITE, lambda: self._attachment(ctx, box, rest[1], rest[3], True))},
+            ("messages", "*", "attachments"): {
+                "GET": (READ, lambda: self._attachments(ctx, box, rest[1])),
+                "POST": (WRITE, lambda: self._add_attachment(ctx, box, rest[1])),
+            },
+            ("messages", "*", "attachments", "createuploadsession"): {
+                "POST": (WRITE, lambda: self._create_session(ctx, box, rest[1]))
+            },
+            ("messages", "*", "attachments", "*"): {
+                "GET": (READ, lambda: self._attachment(ctx, box, rest[1], rest[3], False)),
+                "DELETE": (WRITE, lambda: self._attachment(ctx, box, rest[1], rest[3], True)),
+            },
         }
         key = tuple(low)
-        methods = routes.get(key) or next((v for k, v in routes.items() if len(k) == len(key) and all(
-            a in ("*", b) for a, b in zip(k, key, strict=True))), None)
+        methods = routes.get(key) or next(
+            (
+                v
+                for k, v in routes.items()
+                if len(k) == len(key) and all(a in ("*", b) for a, b in zip(k, key, strict=True))
+            ),
+            None,
+        )
         if methods is None:
             raise bad("BadRequest", f"Resource not found for the segment '{'/'.join(rest)}'.")
         if m not in methods:
@@ -154,7 +187,10 @@ class FakeGraph(GraphCore):
         try:
             return normalise(json.loads(ctx.req.body))
         except ValueError as exc:
-            raise bad("BadRequest", "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.") from exc
+            raise bad(
+                "BadRequest",
+                "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.",
+            ) from exc
 
     def _message_fields(self, ctx: Ctx, value: Any) -> Fields:
         now = self.clock()
@@ -188,9 +224,9 @@ class FakeGraph(GraphCore):
         expand = q.q("$expand")
         if expand not in (None, _CLASS_EXPAND):
             raise bad("BadRequest", f"FakeGraph supports $expand={_CLASS_EXPAND} only, not {expand!r}.")
-        page = [i.to_json(select) for i in items[skip:skip + top]]
+        page = [i.to_json(select) for i in items[skip : skip + top]]
         if expand:
-            for out_item, item in zip(page, items[skip:skip + top], strict=True):
+            for out_item, item in zip(page, items[skip : skip + top], strict=True):
                 out_item["singleValueExtendedProperties"] = [{"id": "String 0x001A", "value": item.message_class}]
         out: dict[str, Any] = {"value": page}
         if skip + top < len(items):
@@ -207,8 +243,11 @@ class FakeGraph(GraphCore):
         for clause in text.split(" and "):
             date = _DATE_FILTER.match(clause)
             if not date:
-                raise bad("BadRequest", f"Invalid filter clause (FakeGraph supports internetMessageId eq '<id>' and "
-                          f"receivedDateTime/createdDateTime comparisons): {text!r}.")
+                raise bad(
+                    "BadRequest",
+                    f"Invalid filter clause (FakeGraph supports internetMessageId eq '<id>' and "
+                    f"receivedDateTime/createdDateTime comparisons): {text!r}.",
+                )
             moment = datetime.strptime(date.group(3), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
             compare = _COMPARE[date.group(2)]
             items = [i for i in items if compare(float(int(i.created)), moment)]
@@ -218,7 +257,9 @@ class FakeGraph(GraphCore):
         item = self._item(box, message_id)
         return Response(200, render_mime(item), {**ctx.ids, "Content-Type": "text/plain"})
 
-    def add_inbox_item(self, mailbox: str, mime: bytes, message_class: str = "IPM.Note", received: float | None = None) -> Item:
+    def add_inbox_item(
+        self, mailbox: str, mime: bytes, message_class: str = "IPM.Note", received: float | None = None
+    ) -> Item:
         """Put a message that arrived from outside (an NDR, a reply, spam) in the mailbox's Inbox."""
         now = self.clock() if received is None else received
         with self._lock:
@@ -238,9 +279,18 @@ class FakeGraph(GraphCore):
         f = self._message_fields(ctx, self._body(ctx, mime_ok=False))
         for fixed in ("attachments", "internetMessageHeaders"):
             if fixed in f.present:
-                raise bad("ErrorInvalidPropertySet", f"{fixed} cannot be changed by PATCH (set headers at creation, POST attachments).")
-        names = {"toRecipients": "to", "ccRecipients": "cc", "bccRecipients": "bcc", "replyTo": "reply_to",
-                 "from": "from_", "internetMessageId": "internet_message_id"}
+                raise bad(
+                    "ErrorInvalidPropertySet",
+                    f"{fixed} cannot be changed by PATCH (set headers at creation, POST attachments).",
+                )
+        names = {
+            "toRecipients": "to",
+            "ccRecipients": "cc",
+            "bccRecipients": "bcc",
+            "replyTo": "reply_to",
+            "from": "from_",
+            "internetMessageId": "internet_message_id",
+        }
         for prop in f.present:
             attrs = ("body_type", "body") if prop == "body" else (names.get(prop, prop),)
             for attr in attrs:
@@ -259,7 +309,9 @@ class FakeGraph(GraphCore):
     def _attachments(self, ctx: Ctx, box: Mailbox, message_id: str) -> Response:
         select = {s.strip() for s in (ctx.req.q("$select") or "").split(",") if s.strip()} or None
         item = self._item(box, message_id)
-        return self._json(200, {"value": [a.to_json(with_bytes=False, select=select) for a in item.fields.attachments]}, ctx)
+        return self._json(
+            200, {"value": [a.to_json(with_bytes=False, select=select) for a in item.fields.attachments]}, ctx
+        )
 
     def _attachment(self, ctx: Ctx, box: Mailbox, message_id: str, attachment_id: str, delete: bool) -> Response:
         item = self._item(box, message_id, draft=delete)
@@ -275,7 +327,11 @@ class FakeGraph(GraphCore):
         item = self._item(box, message_id, draft=True)
         attachment = parse_attachment(self._body(ctx, mime_ok=False), now=self.clock())
         if attachment.size >= SMALL_ATTACHMENT_LIMIT:
-            raise bad("RequestEntityTooLarge", f"An attachment of {attachment.size} bytes needs an upload session (limit < {SMALL_ATTACHMENT_LIMIT}).", 413)
+            raise bad(
+                "RequestEntityTooLarge",
+                f"An attachment of {attachment.size} bytes needs an upload session (limit < {SMALL_ATTACHMENT_LIMIT}).",
+                413,
+            )
         item.fields.attachments.append(attachment)
         return self._json(201, attachment.to_json(with_bytes=True), ctx)
 
@@ -285,40 +341,73 @@ class FakeGraph(GraphCore):
         spec = body.get("attachmentItem") if isinstance(body, dict) and set(body) == {"attachmentItem"} else None
         allowed = {"attachmentType", "name", "size", "contentType", "isInline", "contentId"}
         if not isinstance(spec, dict) or set(spec) - allowed:
-            raise bad("RequestBodyRead", f"Expected {{'AttachmentItem': {{{', '.join(sorted(allowed))}}}}}, got {body!r}.")
+            raise bad(
+                "RequestBodyRead", f"Expected {{'AttachmentItem': {{{', '.join(sorted(allowed))}}}}}, got {body!r}."
+            )
         if str(spec.get("attachmentType", "")).lower() != "file":
             raise bad("ErrorInvalidRequest", "attachmentType must be 'file'.")
         name, size = spec.get("name"), spec.get("size")
         if not isinstance(name, str) or not name.strip() or not isinstance(size, int) or isinstance(size, bool):
             raise bad("ErrorInvalidRequest", "AttachmentItem needs a name and an integer size.")
         if size < SESSION_MIN:
-            raise bad("ErrorAttachmentSizeShouldNotBeLessThanMinimumSize", f"Attachment size {size} is less than the minimum of {SESSION_MIN} bytes; POST it instead.")
+            raise bad(
+                "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+                f"Attachment size {size} is less than the minimum of {SESSION_MIN} bytes; POST it instead.",
+            )
         if size > SESSION_MAX:
-            raise bad("ErrorAttachmentSizeShouldNotBeMoreThanMaximumSize", f"Attachment size {size} is more than the maximum of {SESSION_MAX} bytes.")
+            raise bad(
+                "ErrorAttachmentSizeShouldNotBeMoreThanMaximumSize",
+                f"Attachment size {size} is more than the maximum of {SESSION_MAX} bytes.",
+            )
         if item.size_estimate() + 4 * ((size + 2) // 3) > box.max_send_size:
             raise GraphError(400, "ErrorMessageSizeExceeded", "The message exceeds the maximum supported size.")
         sid, token = new_id(90), secrets.token_urlsafe(48)
         path = f"/api/v2.0/Users('{box.id}@{TENANT}')/Messages('{item.id}')/AttachmentSessions('{sid}')"
-        session = UploadSession(sid, token, f"{path}?authtoken={token}", box, item.id, name, size,
-                                str(spec.get("contentType") or "application/octet-stream"), bool(spec.get("isInline", False)),
-                                spec.get("contentId"), self.clock() + self.upload_session_lifetime)
+        session = UploadSession(
+            sid,
+            token,
+            f"{path}?authtoken={token}",
+            box,
+            item.id,
+            name,
+            size,
+            str(spec.get("contentType") or "application/octet-stream"),
+            bool(spec.get("isInline", False)),
+            spec.get("contentId"),
+            self.clock() + self.upload_session_lifetime,
+        )
         self._sessions[sid] = session
         item.open_uploads += 1
-        return self._json(201, {"@odata.context": f"{self.url}/v1.0/$metadata#microsoft.graph.uploadSession",
-                                "uploadUrl": f"{self.url}{session.target}", "expirationDateTime": iso(session.expires),
-                                "nextExpectedRanges": ["0-"]}, ctx)
+        return self._json(
+            201,
+            {
+                "@odata.context": f"{self.url}/v1.0/$metadata#microsoft.graph.uploadSession",
+                "uploadUrl": f"{self.url}{session.target}",
+                "expirationDateTime": iso(session.expires),
+                "nextExpectedRanges": ["0-"],
+            },
+            ctx,
+        )
 
     # -- sending ----------------------------------------------------------------------------------
     def _check_sendable(self, box: Mailbox, item: Item) -> None:
         f = item.fields
         if not (f.to or f.cc or f.bcc):
-            raise GraphError(400, "ErrorInvalidRecipients", "At least one recipient isn't valid., A message can't be sent because it contains no recipients.")
+            raise GraphError(
+                400,
+                "ErrorInvalidRecipients",
+                "At least one recipient isn't valid., A message can't be sent because it contains no recipients.",
+            )
         for a in (*f.to, *f.cc, *f.bcc):
             if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", a.address):
                 raise GraphError(400, "ErrorInvalidRecipients", f"At least one recipient isn't valid.: {a.address!r}")
         for who in (f.from_, f.sender):
             if who is not None and box.send_as_denied and who.address.lower() not in box.addresses:
-                raise GraphError(403, "ErrorSendAsDenied", "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account.")
+                raise GraphError(
+                    403,
+                    "ErrorSendAsDenied",
+                    "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account.",
+                )
         if item.size_estimate() > box.max_send_size:
             raise GraphError(400, "ErrorMessageSizeExceeded", "The message exceeds the maximum supported size.")
 
@@ -335,18 +424,40 @@ class FakeGraph(GraphCore):
             return [x.address for x in xs]
 
         record = DeliveredMessage(
-            box.upn, f.internet_message_id or "", sender.address, sender.name or None, addrs(f.reply_to), addrs(f.to),
-            addrs(f.cc), addrs(f.bcc), f.subject, f.body_type, f.body, dict(f.headers),
-            [DeliveredAttachment(a.name, a.content_type, a.size, a.sha256, a.is_inline, a.content_id) for a in f.attachments],
-            via, sent_id)
+            box.upn,
+            f.internet_message_id or "",
+            sender.address,
+            sender.name or None,
+            addrs(f.reply_to),
+            addrs(f.to),
+            addrs(f.cc),
+            addrs(f.bcc),
+            f.subject,
+            f.body_type,
+            f.body,
+            dict(f.headers),
+            [
+                DeliveredAttachment(a.name, a.content_type, a.size, a.sha256, a.is_inline, a.content_id)
+                for a in f.attachments
+            ],
+            via,
+            sent_id,
+        )
         with self._sent_cv:
             self.sent.append(record)
             self._sent_cv.notify_all()
         refused = [a for a in record.to + record.cc + record.bcc if a.lower() in self.bounce_recipients]
         if refused:  # Exchange accepted the send (202); the refusal comes back later as an NDR in the Inbox
             now = self.clock()
-            ndr = Item(new_id(), "inbox", now, now + self.search_lag, Fields(), message_class="REPORT.IPM.Note.NDR",
-                       mime=ndr_mime(box.upn, f, refused, now))
+            ndr = Item(
+                new_id(),
+                "inbox",
+                now,
+                now + self.search_lag,
+                Fields(),
+                message_class="REPORT.IPM.Note.NDR",
+                mime=ndr_mime(box.upn, f, refused, now),
+            )
             box.items[ndr.id] = ndr
 
     def _send(self, ctx: Ctx, box: Mailbox, message_id: str) -> Response:
@@ -382,15 +493,27 @@ class FakeGraph(GraphCore):
         match = _UPLOAD.match(unquote(req.path))
         session = self._sessions.get(match.group(3)) if match else None
         if session is None:
-            raise GraphError(404, "ErrorItemNotFound", "No upload session at this URL (was the URL altered?).", violation=True)
+            raise GraphError(
+                404, "ErrorItemNotFound", "No upload session at this URL (was the URL altered?).", violation=True
+            )
         ctx.mailbox = session.mailbox
         ctx.had_auth = req.header("Authorization") is not None
         if req.q("authtoken") != session.token:
-            raise GraphError(401, "InvalidAuthenticationToken", "The authtoken of the upload URL is missing or altered.", violation=True)
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "The authtoken of the upload URL is missing or altered.",
+                violation=True,
+            )
         if req.target != session.target:
             self._violate(f"upload URL re-encoded by the client: {req.target!r} != {session.target!r}")
         if ctx.had_auth:
-            raise GraphError(401, "InvalidAuthenticationToken", "Upload URLs carry their own authtoken; an Authorization header is refused.", violation=True)
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "Upload URLs carry their own authtoken; an Authorization header is refused.",
+                violation=True,
+            )
         if req.method not in ("PUT", "DELETE"):
             raise bad("MethodNotAllowed", f"{req.method} is not allowed on an upload URL.", 405)
         return self._guarded(ctx, session.mailbox, lambda: self._upload_action(ctx, session))
@@ -401,7 +524,9 @@ class FakeGraph(GraphCore):
     def _upload_action(self, ctx: Ctx, s: UploadSession) -> Response:
         item = s.mailbox.items.get(s.message_id)
         if s.state != "open" or item is None:
-            raise GraphError(404, "ErrorItemNotFound", f"The upload session is {s.state if item else 'gone with its draft'}.")
+            raise GraphError(
+                404, "ErrorItemNotFound", f"The upload session is {s.state if item else 'gone with its draft'}."
+            )
         if self.clock() > s.expires:
             raise GraphError(401, "InvalidAuthenticationToken", "The upload session has expired.")
         if ctx.req.method == "DELETE":
@@ -410,11 +535,16 @@ class FakeGraph(GraphCore):
             return self._empty(204, ctx)
         match = _RANGE.match(ctx.req.header("Content-Range") or "")
         if not match:
-            raise bad("InvalidContentRange", f"Content-Range must be 'bytes start-end/total', got {ctx.req.header('Content-Range')!r}.")
+            raise bad(
+                "InvalidContentRange",
+                f"Content-Range must be 'bytes start-end/total', got {ctx.req.header('Content-Range')!r}.",
+            )
         start, end, total = (int(g) for g in match.groups())
         length = len(ctx.req.body)
         if total != s.size or end < start or end >= total:
-            raise bad("InvalidContentRange", f"Content-Range {start}-{end}/{total} does not fit the declared size {s.size}.")
+            raise bad(
+                "InvalidContentRange", f"Content-Range {start}-{end}/{total} does not fit the declared size {s.size}."
+            )
         if length != end - start + 1:
             raise bad("InvalidContentRange", f"Content-Range covers {end - start + 1} bytes but the body has {length}.")
         if length >= MAX_CHUNK:
@@ -423,18 +553,31 @@ class FakeGraph(GraphCore):
             raise bad("InvalidChunkSize", f"Non-final chunk of {length} bytes is not a multiple of {CHUNK_MULTIPLE}.")
         received = len(s.data)
         if start != received:
-            err = GraphError(416, "InvalidRange", f"Expected the range starting at {received}, got {start}.", violation=start > received)
+            err = GraphError(
+                416,
+                "InvalidRange",
+                f"Expected the range starting at {received}, got {start}.",
+                violation=start > received,
+            )
             if err.violation:
                 self._violate(f"PUT upload: skipped ahead to {start}, expected {received}")
-            return self._json(416, {"error": {"code": err.code, "message": err.message},
-                                    "nextExpectedRanges": self._ranges(received)}, ctx)
+            return self._json(
+                416,
+                {"error": {"code": err.code, "message": err.message}, "nextExpectedRanges": self._ranges(received)},
+                ctx,
+            )
         s.data.extend(ctx.req.body)
         if len(s.data) < s.size:
-            return self._json(200, {"expirationDateTime": iso(s.expires), "nextExpectedRanges": self._ranges(len(s.data))}, ctx)
-        attachment = Attachment(new_id(130), s.name, s.content_type, bytes(s.data), s.is_inline, s.content_id, self.clock())
+            return self._json(
+                200, {"expirationDateTime": iso(s.expires), "nextExpectedRanges": self._ranges(len(s.data))}, ctx
+            )
+        attachment = Attachment(
+            new_id(130), s.name, s.content_type, bytes(s.data), s.is_inline, s.content_id, self.clock()
+        )
         item.fields.attachments.append(attachment)
         s.state, s.data = "done", bytearray()
         item.open_uploads -= 1
-        location = f"{self.url}/api/v2.0/Users('{s.mailbox.id}@{TENANT}')/Messages('{item.id}')/Attachments('{attachment.id}')"
+        location = (
+            f"{self.url}/api/v2.0/Users('{s.mailbox.id}@{TENANT}')/Messages('{item.id}')/Attachments('{attachment.id}')"
+        )
         return self._empty(201, ctx, {"Location": location})
-

@@ -50,7 +50,6 @@ class _Fault:
     after_effect: bool
 
 
-
 class GraphCore(BackgroundServer):
     """Everything but the routes; `FakeGraph` (graph.py) adds them."""
 
@@ -94,14 +93,20 @@ class GraphCore(BackgroundServer):
         - `clock`: wall clock for dates and expiry (replace it to travel in time).
         """
         super().__init__()
-        self.validate: TokenValidator | None = tokens.validate_token if isinstance(tokens, FakeIdentityEndpoint) else tokens
+        self.validate: TokenValidator | None = (
+            tokens.validate_token if isinstance(tokens, FakeIdentityEndpoint) else tokens
+        )
         self.audience = audience.rstrip("/")
         self.check_roles, self.strict_320k, self.bare_next_range = check_roles, strict_320k, bare_next_range
         self.max_concurrency, self.max_custom_headers, self.search_lag = max_concurrency, max_custom_headers, search_lag
         #: Fault knobs: probabilities per request (decided with `rng`), Retry-After seconds, lost-reply style
         #: (None = drop the connection after acting, or a status such as 504 returned after acting).
         self.throttle_rate, self.error_rate, self.lose_reply_rate = throttle_rate, error_rate, lose_reply_rate
-        self.lose_reply_status, self.retry_after, self.retry_after_grace = lose_reply_status, retry_after, retry_after_grace
+        self.lose_reply_status, self.retry_after, self.retry_after_grace = (
+            lose_reply_status,
+            retry_after,
+            retry_after_grace,
+        )
         self.upload_session_lifetime = upload_session_lifetime
         self.clock = clock
         self.rng = random.Random(seed)
@@ -128,12 +133,26 @@ class GraphCore(BackgroundServer):
         return self.base_url
 
     def add_mailbox(
-        self, upn: str, *, aliases: tuple[str, ...] = (), send_as: tuple[str, ...] = (), access_denied: bool = False,
-        rest_disabled: bool = False, max_send_size: int = DEFAULT_MAX_SEND, send_as_denied: bool = True,
+        self,
+        upn: str,
+        *,
+        aliases: tuple[str, ...] = (),
+        send_as: tuple[str, ...] = (),
+        access_denied: bool = False,
+        rest_disabled: bool = False,
+        max_send_size: int = DEFAULT_MAX_SEND,
+        send_as_denied: bool = True,
     ) -> Mailbox:
         """Register a mailbox (addressable by UPN or its generated id); flags can be changed later on it."""
-        box = Mailbox(upn, str(uuid.uuid4()), {a.lower() for a in (upn, *aliases, *send_as)}, access_denied,
-                      rest_disabled, max_send_size, send_as_denied)
+        box = Mailbox(
+            upn,
+            str(uuid.uuid4()),
+            {a.lower() for a in (upn, *aliases, *send_as)},
+            access_denied,
+            rest_disabled,
+            max_send_size,
+            send_as_denied,
+        )
         with self._lock:
             self._mailboxes[upn.lower()] = box
             self._mailboxes[box.id] = box
@@ -148,7 +167,12 @@ class GraphCore(BackgroundServer):
             return [i for i in self.mailbox(mailbox).items.values() if folder in (None, i.folder)]
 
     def fail_next(
-        self, method: str, path_regex: str, status: int, code: str = "InjectedFailure", retry_after: int | None = None,
+        self,
+        method: str,
+        path_regex: str,
+        status: int,
+        code: str = "InjectedFailure",
+        retry_after: int | None = None,
         after_effect: bool = False,
     ) -> None:
         """Answer the next matching request (regex searched in the decoded path) with `status` once.
@@ -178,8 +202,10 @@ class GraphCore(BackgroundServer):
         """Block until at least `n` messages were delivered (condition variable + deadline, no sleeps)."""
         with self._sent_cv:
             if not self._sent_cv.wait_for(lambda: len(self.sent) >= n, timeout):
-                raise AssertionError(f"expected {n} delivered message(s) within {timeout}s, got {len(self.sent)}; "
-                                     f"violations={self.violations}")
+                raise AssertionError(
+                    f"expected {n} delivered message(s) within {timeout}s, got {len(self.sent)}; "
+                    f"violations={self.violations}"
+                )
             return list(self.sent)
 
     def duplicate_internet_message_ids(self) -> list[str]:
@@ -206,8 +232,10 @@ class GraphCore(BackgroundServer):
         body = {"error": {"code": err.code, "message": err.message, "innerError": inner}}
         headers = dict(err.headers)
         if err.status == 401 and ctx.graph:
-            headers["WWW-Authenticate"] = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/'
-                                           'common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"')
+            headers["WWW-Authenticate"] = (
+                'Bearer realm="", authorization_uri="https://login.microsoftonline.com/'
+                'common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"'
+            )
         return self._json(err.status, body, ctx, headers)
 
     def handle(self, request: Request) -> Response:
@@ -222,24 +250,41 @@ class GraphCore(BackgroundServer):
             self._violate(f"FakeGraph crashed on {request.method} {request.path}: {exc!r}")
             response = self._error(ctx, GraphError(500, "InternalServerError", repr(exc)))
         with self._lock:
-            self.requests.append(RequestRecord(
-                request.method, request.target, response.status, len(request.body), ctx.had_auth,
-                ctx.mailbox.upn if ctx.mailbox else None, ctx.rid, ctx.code))
+            self.requests.append(
+                RequestRecord(
+                    request.method,
+                    request.target,
+                    response.status,
+                    len(request.body),
+                    ctx.had_auth,
+                    ctx.mailbox.upn if ctx.mailbox else None,
+                    ctx.rid,
+                    ctx.code,
+                )
+            )
         return response
 
     def _route(self, ctx: Ctx) -> Response:
         req = ctx.req
         if req.method in ("POST", "PUT", "PATCH") and req.content_length is None:
-            raise bad("LengthRequired", "A POST/PUT/PATCH needs Content-Length (use Content-Length: 0 without a body).", 411)
+            raise bad(
+                "LengthRequired", "A POST/PUT/PATCH needs Content-Length (use Content-Length: 0 without a body).", 411
+            )
         is_attachment_post = req.method == "POST" and req.path.rstrip("/").lower().endswith("/attachments")
         if req.body_too_large or (len(req.body) > MAX_BODY and not is_attachment_post):
-            raise bad("RequestEntityTooLarge", f"Maximum request length exceeded: {req.content_length} > {MAX_BODY} bytes.", 413)
+            raise bad(
+                "RequestEntityTooLarge",
+                f"Maximum request length exceeded: {req.content_length} > {MAX_BODY} bytes.",
+                413,
+            )
         if req.path.startswith("/api/v2.0/"):
             return self._upload(ctx)
         ctx.graph = True
         parts = [unquote(p) for p in req.path.split("/")[1:]]
         if not parts or parts[0] != "v1.0":
-            raise GraphError(404, "NotFound", f"Unknown version or path {req.path!r}; clients must call /v1.0.", violation=True)
+            raise GraphError(
+                404, "NotFound", f"Unknown version or path {req.path!r}; clients must call /v1.0.", violation=True
+            )
         claims = self._authenticate(ctx)
         if len(parts) < 2 or parts[1].lower() == "me":
             raise bad("BadRequest", "/me request is only valid with delegated authentication flow.")
@@ -250,7 +295,11 @@ class GraphCore(BackgroundServer):
             raise GraphError(404, "ErrorInvalidUser", f"The requested user '{parts[2]}' is invalid.")
         ctx.mailbox = box
         if box.rest_disabled:
-            raise GraphError(404, "MailboxNotEnabledForRESTAPI", "The mailbox is either inactive, soft-deleted, or is hosted on-premise.")
+            raise GraphError(
+                404,
+                "MailboxNotEnabledForRESTAPI",
+                "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+            )
         if box.access_denied:
             raise GraphError(403, "ErrorAccessDenied", "Access to OData is disabled.")
         return self._guarded(ctx, box, lambda: self._mailbox_route(ctx, box, claims, parts[3:]))
@@ -262,7 +311,12 @@ class GraphCore(BackgroundServer):
             raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.", violation=True)
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure: not a Bearer token.", violation=True)
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "Access token validation failure: not a Bearer token.",
+                violation=True,
+            )
         if self.validate is None:
             return None
         try:
@@ -270,12 +324,18 @@ class GraphCore(BackgroundServer):
         except InvalidToken as exc:
             raise GraphError(401, "InvalidAuthenticationToken", str(exc)) from exc
         if claims.aud.rstrip("/") != self.audience:
-            raise GraphError(401, "InvalidAuthenticationToken", f"Access token validation failure. Invalid audience: {claims.aud!r}.")
+            raise GraphError(
+                401, "InvalidAuthenticationToken", f"Access token validation failure. Invalid audience: {claims.aud!r}."
+            )
         return claims
 
     def _need(self, claims: TokenClaims | None, roles: tuple[str, ...]) -> None:
         if self.check_roles and claims is not None and claims.roles is not None and not set(roles) & set(claims.roles):
-            raise GraphError(403, "ErrorAccessDenied", f"Access is denied. Check credentials and try again. (needs {' or '.join(roles)})")
+            raise GraphError(
+                403,
+                "ErrorAccessDenied",
+                f"Access is denied. Check credentials and try again. (needs {' or '.join(roles)})",
+            )
 
     def _throttle(self, box: Mailbox, message: str, seconds: int | None = None) -> GraphError:
         wait = self.retry_after if seconds is None else seconds
@@ -310,16 +370,26 @@ class GraphCore(BackgroundServer):
             over = box.in_flight > self.max_concurrency
         try:
             if over:
-                self._violate(f"{ctx.req.method} {unquote(ctx.req.path)}: {box.in_flight} concurrent requests to {box.upn} (limit {self.max_concurrency})")
+                self._violate(
+                    f"{ctx.req.method} {unquote(ctx.req.path)}: {box.in_flight} concurrent requests to {box.upn} (limit {self.max_concurrency})"
+                )
                 raise self._throttle(box, "Application is over its MailboxConcurrency limit.")
             with self._lock:
                 now = time.monotonic()
                 if now < box.throttled_until:
                     if now - box.throttled_at > self.retry_after_grace:
-                        self._violate(f"{ctx.req.method} {unquote(ctx.req.path)}: sent {box.throttled_until - now:.2f}s before Retry-After allowed")
-                    raise GraphError(429, "ApplicationThrottled", "Retry-After has not passed yet.",
-                                     headers={"Retry-After": str(max(1, math.ceil(box.throttled_until - now)))})
-            if not self._gate.is_set() and (self._hold_pattern is None or self._hold_pattern.search(unquote(ctx.req.path))):
+                        self._violate(
+                            f"{ctx.req.method} {unquote(ctx.req.path)}: sent {box.throttled_until - now:.2f}s before Retry-After allowed"
+                        )
+                    raise GraphError(
+                        429,
+                        "ApplicationThrottled",
+                        "Retry-After has not passed yet.",
+                        headers={"Retry-After": str(max(1, math.ceil(box.throttled_until - now)))},
+                    )
+            if not self._gate.is_set() and (
+                self._hold_pattern is None or self._hold_pattern.search(unquote(ctx.req.path))
+            ):
                 with self._lock:
                     self.parked += 1
                 try:
@@ -345,12 +415,13 @@ class GraphCore(BackgroundServer):
             if lose:
                 if self.lose_reply_status is None:
                     return Response.dropped()
-                return self._error(ctx, GraphError(self.lose_reply_status, "GatewayTimeout", "The reply was lost (injected)."))
+                return self._error(
+                    ctx, GraphError(self.lose_reply_status, "GatewayTimeout", "The reply was lost (injected).")
+                )
             return response
         finally:
             with self._lock:
                 box.in_flight -= 1
-
 
     # -- implemented by FakeGraph -------------------------------------------------------------------
     def _mailbox_route(self, ctx: Ctx, box: Mailbox, claims: TokenClaims | None, rest: list[str]) -> Response:
@@ -358,4 +429,3 @@ class GraphCore(BackgroundServer):
 
     def _upload(self, ctx: Ctx) -> Response:
         raise NotImplementedError
-

@@ -31,10 +31,27 @@ FILE_ATTACHMENT = "#microsoft.graph.fileAttachment"
 UNSUPPORTED_ATTACHMENTS = ("#microsoft.graph.itemAttachment", "#microsoft.graph.referenceAttachment")
 
 WRITABLE = {
-    "subject", "body", "from", "sender", "toRecipients", "ccRecipients", "bccRecipients", "replyTo",
-    "internetMessageId", "internetMessageHeaders", "attachments", "importance", "isDeliveryReceiptRequested",
-    "isReadReceiptRequested", "categories", "flag", "isRead", "inferenceClassification",
-    "singleValueExtendedProperties", "multiValueExtendedProperties", "@odata.type",
+    "subject",
+    "body",
+    "from",
+    "sender",
+    "toRecipients",
+    "ccRecipients",
+    "bccRecipients",
+    "replyTo",
+    "internetMessageId",
+    "internetMessageHeaders",
+    "attachments",
+    "importance",
+    "isDeliveryReceiptRequested",
+    "isReadReceiptRequested",
+    "categories",
+    "flag",
+    "isRead",
+    "inferenceClassification",
+    "singleValueExtendedProperties",
+    "multiValueExtendedProperties",
+    "@odata.type",
 }
 ATTACHMENT_KEYS = {"@odata.type", "name", "contentType", "contentBytes", "isInline", "contentId", "contentLocation"}
 _ID = re.compile(r"^AAMk[A-Za-z0-9_-]{40,}={0,2}$")
@@ -110,9 +127,15 @@ class Attachment:
 
     def to_json(self, *, with_bytes: bool, select: set[str] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "@odata.type": FILE_ATTACHMENT, "id": self.id, "lastModifiedDateTime": iso(self.modified),
-            "name": self.name, "contentType": self.content_type, "size": self.size, "isInline": self.is_inline,
-            "contentId": self.content_id, "contentLocation": None,
+            "@odata.type": FILE_ATTACHMENT,
+            "id": self.id,
+            "lastModifiedDateTime": iso(self.modified),
+            "name": self.name,
+            "contentType": self.content_type,
+            "size": self.size,
+            "isInline": self.is_inline,
+            "contentId": self.content_id,
+            "contentLocation": None,
         }
         if with_bytes:
             out["contentBytes"] = base64.b64encode(self.data).decode()
@@ -167,18 +190,33 @@ class Item:
         f = self.fields
         sender = f.sender or f.from_
         out: dict[str, Any] = {
-            "@odata.etag": 'W/"' + self.id[-12:] + '"', "id": self.id, "createdDateTime": iso(self.created),
-            "lastModifiedDateTime": iso(self.created), "changeKey": self.id[-12:], "categories": [],
-            "receivedDateTime": iso(self.created), "sentDateTime": iso(self.created),
-            "hasAttachments": bool(f.attachments), "internetMessageId": f.internet_message_id,
-            "subject": f.subject, "bodyPreview": f.body[:255], "importance": "normal",
-            "parentFolderId": self.folder, "conversationId": self.conversation_id, "isDeliveryReceiptRequested": False,
-            "isReadReceiptRequested": False, "isRead": True, "isDraft": self.is_draft,
-            "inferenceClassification": "focused", "body": {"contentType": f.body_type, "content": f.body},
+            "@odata.etag": 'W/"' + self.id[-12:] + '"',
+            "id": self.id,
+            "createdDateTime": iso(self.created),
+            "lastModifiedDateTime": iso(self.created),
+            "changeKey": self.id[-12:],
+            "categories": [],
+            "receivedDateTime": iso(self.created),
+            "sentDateTime": iso(self.created),
+            "hasAttachments": bool(f.attachments),
+            "internetMessageId": f.internet_message_id,
+            "subject": f.subject,
+            "bodyPreview": f.body[:255],
+            "importance": "normal",
+            "parentFolderId": self.folder,
+            "conversationId": self.conversation_id,
+            "isDeliveryReceiptRequested": False,
+            "isReadReceiptRequested": False,
+            "isRead": True,
+            "isDraft": self.is_draft,
+            "inferenceClassification": "focused",
+            "body": {"contentType": f.body_type, "content": f.body},
             "sender": sender.to_json() if sender else None,
             "from": f.from_.to_json() if f.from_ else None,
-            "toRecipients": [a.to_json() for a in f.to], "ccRecipients": [a.to_json() for a in f.cc],
-            "bccRecipients": [a.to_json() for a in f.bcc], "replyTo": [a.to_json() for a in f.reply_to],
+            "toRecipients": [a.to_json() for a in f.to],
+            "ccRecipients": [a.to_json() for a in f.cc],
+            "bccRecipients": [a.to_json() for a in f.bcc],
+            "replyTo": [a.to_json() for a in f.reply_to],
             "flag": {"flagStatus": "notFlagged"},
         }
         if select:
@@ -219,7 +257,9 @@ def parse_attachment(value: Any, *, now: float) -> Attachment:
         raise bad("ErrorInvalidRequest", f"'@odata.type' must be '{FILE_ATTACHMENT}', got {kind!r}.")
     unknown = set(value) - ATTACHMENT_KEYS
     if unknown:
-        raise bad("RequestBodyRead", f"The property '{min(unknown)}' does not exist on type 'microsoft.graph.fileAttachment'.")
+        raise bad(
+            "RequestBodyRead", f"The property '{min(unknown)}' does not exist on type 'microsoft.graph.fileAttachment'."
+        )
     name = value.get("name")
     if not isinstance(name, str) or not name.strip():
         raise bad("ErrorInvalidRequest", "The attachment name is required.")
@@ -227,12 +267,18 @@ def parse_attachment(value: Any, *, now: float) -> Attachment:
     try:
         data = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise bad("RequestBodyRead", "Cannot convert the literal in 'contentBytes' to the expected type 'Edm.Binary'.") from exc
+        raise bad(
+            "RequestBodyRead", "Cannot convert the literal in 'contentBytes' to the expected type 'Edm.Binary'."
+        ) from exc
     content_id = value.get("contentId")
     return Attachment(
-        id=new_id(130), name=name, content_type=_str(value.get("contentType") or "application/octet-stream", "contentType"),
-        data=data, is_inline=bool(value.get("isInline", False)),
-        content_id=_str(content_id, "contentId") if content_id is not None else None, modified=now,
+        id=new_id(130),
+        name=name,
+        content_type=_str(value.get("contentType") or "application/octet-stream", "contentType"),
+        data=data,
+        is_inline=bool(value.get("isInline", False)),
+        content_id=_str(content_id, "contentId") if content_id is not None else None,
+        modified=now,
     )
 
 
@@ -242,7 +288,10 @@ def parse_message(value: Any, *, now: float, max_custom_headers: int) -> Fields:
         raise bad("RequestBodyRead", "The message must be a JSON object.")
     unknown = set(value) - WRITABLE
     if unknown:
-        raise bad("RequestBodyRead", f"The property '{min(unknown)}' does not exist on type 'microsoft.graph.message' or is read-only.")
+        raise bad(
+            "RequestBodyRead",
+            f"The property '{min(unknown)}' does not exist on type 'microsoft.graph.message' or is read-only.",
+        )
     kind = value.get("@odata.type", "#microsoft.graph.message")
     if kind != "#microsoft.graph.message":
         raise bad("RequestBodyRead", f"'@odata.type' of a message must be '#microsoft.graph.message', got {kind!r}.")
@@ -260,13 +309,21 @@ def parse_message(value: Any, *, now: float, max_custom_headers: int) -> Fields:
     for key, attr in (("from", "from_"), ("sender", "sender")):
         if value.get(key) is not None:
             setattr(f, attr, _address(value[key], key))
-    for key, attr in (("toRecipients", "to"), ("ccRecipients", "cc"), ("bccRecipients", "bcc"), ("replyTo", "reply_to")):
+    for key, attr in (
+        ("toRecipients", "to"),
+        ("ccRecipients", "cc"),
+        ("bccRecipients", "bcc"),
+        ("replyTo", "reply_to"),
+    ):
         if key in value:
             setattr(f, attr, _addresses(value[key] or [], key))
     if value.get("internetMessageId") is not None:
         mid = _str(value["internetMessageId"], "internetMessageId")
         if not re.fullmatch(r"<[^<>\s@]+@[^<>\s@]+>", mid):
-            raise bad("ErrorInvalidInternetMessageId", f"The internetMessageId '{mid}' is not an RFC 5322 msg-id (<left@right>).")
+            raise bad(
+                "ErrorInvalidInternetMessageId",
+                f"The internetMessageId '{mid}' is not an RFC 5322 msg-id (<left@right>).",
+            )
         f.internet_message_id = mid
     if "internetMessageHeaders" in value:
         headers = value["internetMessageHeaders"] or []
@@ -277,10 +334,16 @@ def parse_message(value: Any, *, now: float, max_custom_headers: int) -> Fields:
                 raise bad("RequestBodyRead", "Each internet message header must be {'name', 'value'}.")
             name = _str(h.get("name"), "header name")
             if not name.lower().startswith("x-"):
-                raise bad("InvalidInternetMessageHeader", f"The internet message header name '{name}' should start with 'x-' or 'X-'.")
+                raise bad(
+                    "InvalidInternetMessageHeader",
+                    f"The internet message header name '{name}' should start with 'x-' or 'X-'.",
+                )
             f.headers.append((name, _str(h.get("value") or "", "header value")))
         if len(f.headers) > max_custom_headers:
-            raise bad("InvalidInternetMessageHeaderCollection", f"Maximum number of headers in one message should be less than or equal to {max_custom_headers}.")
+            raise bad(
+                "InvalidInternetMessageHeaderCollection",
+                f"Maximum number of headers in one message should be less than or equal to {max_custom_headers}.",
+            )
     if "attachments" in value:
         items = value["attachments"] or []
         if not isinstance(items, list):
@@ -317,15 +380,22 @@ def parse_mime(text: bytes, *, now: float) -> Fields:
         payload = part.get_payload(decode=True)
         data = payload if isinstance(payload, bytes) else b""
         cid = part.get("Content-ID")
-        f.attachments.append(Attachment(
-            id=new_id(130), name=part.get_filename() or "attachment", content_type=part.get_content_type(),
-            data=data, is_inline=part.get_content_disposition() == "inline",
-            content_id=str(cid).strip("<>") if cid else None, modified=now,
-        ))
+        f.attachments.append(
+            Attachment(
+                id=new_id(130),
+                name=part.get_filename() or "attachment",
+                content_type=part.get_content_type(),
+                data=data,
+                is_inline=part.get_content_disposition() == "inline",
+                content_id=str(cid).strip("<>") if cid else None,
+                modified=now,
+            )
+        )
     return f
 
 
 # -- server-side records ----------------------------------------------------------------------------
+
 
 @dataclass
 class Mailbox:

@@ -48,8 +48,14 @@ class TokenClaims:
     roles: tuple[str, ...] | None  # app roles granted; None = the validator does not model permissions
 
     def as_json(self) -> dict[str, Any]:
-        return {"aud": self.aud, "exp": self.exp, "iat": self.iat, "n": self.n, "appid": self.client_id,
-                "roles": list(self.roles) if self.roles is not None else None}
+        return {
+            "aud": self.aud,
+            "exp": self.exp,
+            "iat": self.iat,
+            "n": self.n,
+            "appid": self.client_id,
+            "roles": list(self.roles) if self.roles is not None else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -179,8 +185,12 @@ class FakeIdentityEndpoint(BackgroundServer):
         data = json.loads(_unb64(parts[1]))
         roles = data.get("roles")
         claims = TokenClaims(
-            aud=data["aud"], exp=int(data["exp"]), iat=int(data["iat"]), n=int(data["n"]),
-            client_id=data["appid"], roles=tuple(roles) if roles is not None else None,
+            aud=data["aud"],
+            exp=int(data["exp"]),
+            iat=int(data["iat"]),
+            n=int(data["n"]),
+            client_id=data["appid"],
+            roles=tuple(roles) if roles is not None else None,
         )
         if claims.exp <= self.clock():
             raise InvalidToken("Lifetime validation failed, the token is expired.")

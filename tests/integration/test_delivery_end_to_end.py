@@ -263,7 +263,9 @@ def test_forty_scans_under_throttling_and_errors_each_delivered_once(stack: Stac
     # Two worker processes: Exchange's limits (4 in flight, Retry-After) hold only if they share them.
     workers = [stack.worker("--concurrency", "4") for _ in range(2)]
     try:
-        poll(lambda: all(j["state"] == "sent" for j in stack.jobs().values()), timeout=240, what="all 40 jobs sent")
+        # Watch the fake first: polling `scangw jobs list` (a process each time) would starve the workers.
+        stack.graph.wait_for_sent(40, timeout=240)
+        poll(lambda: all(j["state"] == "sent" for j in stack.jobs().values()), timeout=60, what="all 40 jobs sent")
     finally:
         for worker in workers:
             stop(worker)
