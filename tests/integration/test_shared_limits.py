@@ -146,3 +146,49 @@ def test_slots_held_by_a_killed_worker_on_this_host_are_freed_at_once(graph: Fak
         assert [m.internet_message_id for m in graph.sent] == ["<scan.after-crash@contoso.com>"]
 
     asyncio.run(scenario())
+
+
+class SlowAfterWrite:
+    """The real ledger table, whose writes return `delay` seconds after they landed: a stalled process."""
+
+    def __init__(self, inner: Any, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+
+    async def get(self, key: str) -> Any:
+        return await self.inner.get(key)
+
+    async def insert(self, key: str, data: dict[str, Any]) -> str:
+        etag = await self.inner.insert(key, data)
+        await asyncio.sleep(self.delay)
+        return etag
+
+    async def replace(self, key: str, data: dict[str, Any], etag: str) -> str:
+        new = await self.inner.replace(key, data, etag)
+        await asyncio.sleep(self.delay)
+        return new
+
+
+def test_a_slot_granted_late_is_not_used_inside_a_window_that_began_meanwhile(open_spool: Opener) -> None:
+    async def scenario() -> None:
+        spool = await open_spool()
+        try:
+            fast = SharedMailboxLimits(spool.mailboxes, 0)
+            stalled = SharedMailboxLimits(SlowAfterWrite(spool.mailboxes, 0.4), 0)  # type: ignore[arg-type]
+
+            async def request() -> float:
+                async with stalled.request(MB):
+                    return time.time()
+
+            task = asyncio.ensure_future(request())
+            deadline = time.monotonic() + 10
+            while not ((record := await spool.mailboxes.get(MB)) and record.data["slots"]):
+                assert time.monotonic() < deadline, "the claim never landed"
+                await asyncio.sleep(0.01)
+            await fast.throttled(MB, 1.0)  # Graph answered 429 to the other process meanwhile
+            window_end = time.time() + 1.0
+            started = await task
+            assert started >= window_end
+        finally:
+            await spool.close()
+
+    asyncio.run(scenario())
