@@ -155,6 +155,19 @@ module monitoring './app/monitoring.bicep' = {
   }
 }
 
+module alerts './app/alerts.bicep' = if (!empty(adminEmail)) {
+  name: 'alerts'
+  scope: rg
+  params: {
+    actionGroupName: 'ag-${resourceToken}'
+    alertNamePrefix: 'alert-${resourceToken}'
+    appInsightsResourceId: monitoring.outputs.appInsightsResourceId
+    adminEmail: adminEmail
+    location: location
+    tags: tags
+  }
+}
+
 module storage './app/storage.bicep' = {
   name: 'storage'
   scope: rg
