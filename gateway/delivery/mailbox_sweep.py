@@ -41,6 +41,8 @@ DRAFT_AGE_HOURS = 1.0
 #: The per-recipient status sits near the top of a report; the returned original (maybe 100 MB) is not read.
 REPORT_HEAD_BYTES = 256 * 1024
 NDR_CLASS = "report.ipm.note.ndr"
+#: Seconds between queueing a bounced job and the agent picking it up: time for its record to say so.
+REQUEUE_DELAY = 2.0
 
 
 class MailboxApi(Protocol):
@@ -71,11 +73,14 @@ async def _bounce(services: Services, job: Job, reason: str, refused: list[str])
         return False
     current, etag = found
     progress = {**current.progress, "failing": reason, BOUNCED: refused}
+    # The message first, due a little later: a crash before the record changes leaves a message for a job
+    # still `sent` (the agent drops it, the next sweep reads the report again), never a queued job that no
+    # message will ever bring to the agent.
+    await services.spool.queue.put(encode_queue_message(current), delay=REQUEUE_DELAY)
     try:
-        updated, _ = await services.jobs.save(current, etag, state=JobState.QUEUED, error=reason, progress=progress)
+        await services.jobs.save(current, etag, state=JobState.QUEUED, error=reason, progress=progress)
     except Conflict:
         return False  # someone else moved it; the next sweep looks again
-    await services.spool.queue.put(encode_queue_message(updated))
     log.warning("job=%s bounced: %s", job.id, reason)
     return True
 

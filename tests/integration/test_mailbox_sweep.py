@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,6 +51,15 @@ class Gateway:
         now = datetime.now(UTC) + timedelta(hours=hours_later)
         await sweep(self.svc, now, housekeeper=self.transport.sweep_mailboxes)
 
+    async def drain_until(self, job: Job, state: JobState, timeout: float = 15.0) -> Job:
+        """Run the worker until `job` reaches `state` (a bounced job is queued a couple of seconds ahead)."""
+        deadline = time.monotonic() + timeout
+        while (current := await self.state(job)).state != state:
+            assert time.monotonic() < deadline, f"job {job.id} is {current.state}, not {state}"
+            await self.worker.drain()
+            await asyncio.sleep(0.1)
+        return current
+
     async def state(self, job: Job) -> Job:
         found = await self.svc.jobs.get(job.id)
         assert found is not None
@@ -92,9 +102,8 @@ def test_a_bounce_fails_the_job_and_mails_one_notice(tmp_path: Path, graph: Fake
         assert len(graph.items(MB, "inbox")) == 1
 
         await gw.sweep()
-        await gw.worker.drain()
-        failed = await gw.state(bounced)
-        assert failed.state == JobState.FAILED
+        assert (await gw.state(bounced)).state == JobState.QUEUED  # on its way to the agent's failure path
+        failed = await gw.drain_until(bounced, JobState.FAILED)
         assert failed.error is not None and "typo@example.com" in failed.error and "5.1.10" in failed.error
         assert (await gw.state(fine)).state == JobState.SENT
         notice = [m for m in graph.sent if m.headers.get("X-Scangw-Notice") == "failure"]
