@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Protocol
 import httpx
 
 from gateway.core.bounce import BOUNCED, SENT_FROM, job_id_of, read_bounce
-from gateway.core.jobs import Job, JobState, encode_queue_message, parse_iso
+from gateway.core.jobs import Job, JobState, parse_iso
 from gateway.core.ports import Conflict
 from gateway.delivery.graph_errors import GraphCallError
 from gateway.delivery.graph_progress import UPLOAD
+from gateway.delivery.requeue import requeue
 from gateway.services import Services
 
 if TYPE_CHECKING:  # graph_api pulls in msgraph; the embedded outbox setup never needs it
@@ -41,8 +42,6 @@ DRAFT_AGE_HOURS = 1.0
 #: The per-recipient status sits near the top of a report; the returned original (maybe 100 MB) is not read.
 REPORT_HEAD_BYTES = 256 * 1024
 NDR_CLASS = "report.ipm.note.ndr"
-#: Seconds between queueing a bounced job and the agent picking it up: time for its record to say so.
-REQUEUE_DELAY = 2.0
 
 
 class MailboxApi(Protocol):
@@ -73,12 +72,8 @@ async def _bounce(services: Services, job: Job, reason: str, refused: list[str])
         return False
     current, etag = found
     progress = {**current.progress, "failing": reason, BOUNCED: refused}
-    # The message first, due a little later: a crash before the record changes leaves a message for a job
-    # still `sent` (the agent drops it, the next sweep reads the report again), never a queued job that no
-    # message will ever bring to the agent.
-    await services.spool.queue.put(encode_queue_message(current), delay=REQUEUE_DELAY)
-    try:
-        await services.jobs.save(current, etag, state=JobState.QUEUED, error=reason, progress=progress)
+    try:  # a crash half-way leaves the job `sent`: the next sweep reads the report again
+        await requeue(services, current, etag, error=reason, progress=progress)
     except Conflict:
         return False  # someone else moved it; the next sweep looks again
     log.warning("job=%s bounced: %s", job.id, reason)

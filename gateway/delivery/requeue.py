@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gateway.core.errors import MalformedInput
 from gateway.core.jobs import Job, JobState, encode_queue_message
 from gateway.services import Services
+
+#: Seconds before the re-queued message is due: time for the job record to say `queued` first.
+REQUEUE_DELAY = 2.0
 
 
 async def retry_job(services: Services, job_id: str) -> Job:
@@ -19,6 +24,15 @@ async def retry_job(services: Services, job_id: str) -> Job:
             raise MalformedInput(f"Job {job_id}'s scan is no longer stored (SCANGW_KEEP_FAILED_DAYS passed).")
     # Keep the transport's progress (an existing draft is reused); forget the failure and its notice.
     progress = {k: v for k, v in job.progress.items() if k in ("delivery", "parsed")}
-    job, _ = await services.jobs.save(job, etag, state=JobState.QUEUED, attempts=0, error=None, progress=progress)
-    await services.spool.queue.put(encode_queue_message(job))
-    return job
+    return await requeue(services, job, etag, attempts=0, error=None, progress=progress)
+
+
+async def requeue(services: Services, job: Job, etag: str, **changes: Any) -> Job:
+    """Queue the job's message, due shortly, then write it `queued` with `changes` (etag-checked).
+
+    In this order a failure between the two leaves the job as it was (the agent drops a message for a
+    finished job) and the caller can simply try again, never a queued job that no message will bring back.
+    """
+    await services.spool.queue.put(encode_queue_message(job), delay=REQUEUE_DELAY)
+    updated, _ = await services.jobs.save(job, etag, state=JobState.QUEUED, **changes)
+    return updated

@@ -58,10 +58,14 @@ async def setup(tmp: Path, **env: str) -> tuple[Services, Job]:
     return svc, job
 
 
-async def next_text(svc: Services) -> str:
-    [lease] = await svc.spool.queue.receive(30)
-    await svc.spool.queue.delete(lease)
-    return lease.text
+async def next_text(svc: Services, timeout: float = 10.0) -> str:
+    """The next due queue message (a re-queued job is due a couple of seconds later), polled with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not (leases := await svc.spool.queue.receive(30)):
+        assert time.monotonic() < deadline, "no queue message became due"
+        await asyncio.sleep(0.05)
+    await svc.spool.queue.delete(leases[0])
+    return leases[0].text
 
 
 def test_transient_error_requeues_with_the_servers_delay_then_sends(tmp_path: Path) -> None:
