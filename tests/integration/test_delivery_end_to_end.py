@@ -54,6 +54,16 @@ class Stack:
             text=True,
         )
 
+    def upload(self, name: str, data: bytes) -> str:
+        """PUT one scan through a short-lived `scangw http` (stopped before delivery starts); its job id."""
+        user, password = self.device()
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with gateway_process("http", "--listen", f"127.0.0.1:{port}", env=self.env, health_url=f"{url}/api/health"):
+            r = httpx.put(f"{url}/api/scans/{name}", content=data, auth=(user, password), timeout=60)
+            assert r.status_code == 202, r.text
+        return str(r.json()["id"])
+
     def device(self, name: str = "mfp1") -> tuple[str, str]:
         out = scangw(
             "devices",
@@ -141,14 +151,8 @@ def test_http_upload_is_delivered_through_graph(stack: Stack) -> None:
 
 def test_worker_killed_repeatedly_mid_upload_still_delivers_exactly_once(stack: Stack) -> None:
     """SIGKILL the worker while it streams a 30 MiB scan through an upload session, three times over."""
-    user, password = stack.device()
     data = os.urandom(30 * MIB)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with gateway_process("http", "--listen", f"127.0.0.1:{port}", env=stack.env, health_url=f"{url}/api/health"):
-        r = httpx.put(f"{url}/api/scans/big.pdf", content=data, auth=(user, password), timeout=60)
-        assert r.status_code == 202, r.text
-    job_id = r.json()["id"]
+    job_id = stack.upload("big.pdf", data)
 
     def puts() -> int:
         return sum(1 for q in stack.graph.requests if q.method == "PUT")
@@ -177,14 +181,8 @@ def test_worker_killed_repeatedly_mid_upload_still_delivers_exactly_once(stack: 
 def test_worker_killed_while_graph_acts_on_its_send_does_not_send_twice(stack: Stack) -> None:
     """The send reaches Graph, the worker is SIGKILLed before any reply, and only then does Exchange send:
     the next worker sees "send requested" in the job and finds the message in Sent Items instead of resending."""
-    user, password = stack.device()
     data = os.urandom(300_000)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with gateway_process("http", "--listen", f"127.0.0.1:{port}", env=stack.env, health_url=f"{url}/api/health"):
-        r = httpx.put(f"{url}/api/scans/contract.pdf", content=data, auth=(user, password), timeout=60)
-        assert r.status_code == 202, r.text
-    job_id = r.json()["id"]
+    job_id = stack.upload("contract.pdf", data)
     with stack.graph.hold(r"/send$"):
         worker = stack.worker()
         poll(lambda: stack.graph.parked >= 1, timeout=60, what="the send to reach Graph")
