@@ -9,6 +9,7 @@ are read from the head of their MIME, so a returned 100 MB original never has to
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -98,14 +99,40 @@ def _original_id(report: Message) -> str | None:
     return None
 
 
-def read_bounce(head: bytes) -> Bounce | None:
+_FINAL_RECIPIENT = re.compile(r"^Final-Recipient:\s*(?:rfc822\s*;)?\s*<?([^\s<>;]+@[^\s<>;]+)>?", re.I | re.M)
+_STATUS = re.compile(r"^Status:\s*([245]\.\d{1,3}\.\d{1,3})", re.I | re.M)
+_DIAGNOSTIC = re.compile(r"^Diagnostic-Code:\s*(?:smtp\s*;)?\s*(.+)$", re.I | re.M)
+
+
+def _from_text(report: Message) -> Bounce | None:
+    """A report Exchange says is a non-delivery report (message class REPORT.IPM.Note.NDR) whose MIME is not
+    a well-formed multipart/report: look for our Message-ID and the delivery-status fields in its text."""
+    texts = [_text(part) for part in report.walk() if not part.is_multipart()]
+    texts.append("\n".join(f"{k}: {v}" for k, v in report.items()))
+    whole = html.unescape("\n".join(texts))  # an HTML body writes the Message-ID as &lt;scan...&gt;
+    job_id = job_id_of(whole)
+    if job_id is None:
+        return None
+    actions = {a.lower() for a in re.findall(r"^Action:\s*(\w+)", whole, re.I | re.M)}
+    if actions and "failed" not in actions:
+        return None  # delayed or delivered: nothing failed yet
+    recipients = list(dict.fromkeys(m.lower() for m in _FINAL_RECIPIENT.findall(whole)))
+    status = next(iter(_STATUS.findall(whole)), "")
+    diagnostic = " ".join(next(iter(_DIAGNOSTIC.findall(whole)), "").split())[:300]
+    refused = [Refusal(r, status, diagnostic) for r in recipients] or [Refusal("a recipient", status, diagnostic)]
+    return Bounce(job_id, tuple(refused))
+
+
+def read_bounce(head: bytes, is_ndr: bool = False) -> Bounce | None:
     """The bounce `head` (the start of a report's MIME) describes, or None if it is not one of ours.
 
-    Only recipients with `Action: failed` count: a `delayed` report is Exchange still trying.
+    Only recipients with `Action: failed` count: a `delayed` report is Exchange still trying. `is_ndr` says
+    the mailbox classed the item as a non-delivery report: then a report that is not RFC 3464 in shape is
+    still read, from its text.
     """
     report = message_from_bytes(head, policy=policy.compat32)
     if report.get_content_type() != "multipart/report":
-        return None
+        return _from_text(report) if is_ndr else None
     job_id = _original_id(report)
     if job_id is None:
         return None

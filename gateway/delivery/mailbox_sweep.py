@@ -97,7 +97,7 @@ async def read_bounces(services: Services, api: MailboxApi, jobs: list[Job], now
             for item in inbox:
                 if item.message_class.lower() != NDR_CLASS:
                     continue
-                bounce = read_bounce(await api.message_head(mailbox, item.id, REPORT_HEAD_BYTES))
+                bounce = read_bounce(await api.message_head(mailbox, item.id, REPORT_HEAD_BYTES), is_ndr=True)
                 target = sent.get(bounce.job_id) if bounce else None
                 if bounce is None or target is None:
                     continue

@@ -74,3 +74,22 @@ def test_only_our_message_ids_name_a_job() -> None:
     assert job_id_of(f"<scan.{JOB}.links@contoso.com>") == JOB
     assert job_id_of(f"<notice.{JOB}@contoso.com>") is None
     assert job_id_of("<abc@contoso.com>") is None
+
+
+def test_an_ndr_that_is_not_rfc_3464_in_shape_is_read_from_its_text() -> None:
+    """Exchange classed it REPORT.IPM.Note.NDR, but its MIME is a plain HTML message (as some converters do)."""
+    html = (
+        "From: postmaster@contoso.com\r\nSubject: Undeliverable: Scan from mfp1\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        "<p>Delivery has failed to these recipients:</p><pre>\r\n"
+        "Final-Recipient: rfc822;gone@fabrikam.com\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp;550 5.1.1 User unknown\r\n"
+        f"Message-ID: &lt;scan.{JOB}@contoso.com&gt;</pre>\r\n"
+    ).encode()
+    assert read_bounce(html) is None  # without Exchange's word that it is a report, plain mail is not a bounce
+    bounce = read_bounce(html, is_ndr=True)
+    assert bounce is not None and bounce.job_id == JOB
+    assert [(r.recipient, r.status, r.diagnostic) for r in bounce.refused] == [
+        ("gone@fabrikam.com", "5.1.1", "550 5.1.1 User unknown")
+    ]
+    assert read_bounce(html.replace(b"Action: failed", b"Action: delayed"), is_ndr=True) is None
