@@ -12,6 +12,7 @@ configured Graph host.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -130,9 +131,7 @@ def build_client(settings: Settings, credential: RefreshableCredential) -> tuple
     return client, http
 
 
-_warm: list[bool] = []
-
-
+@functools.cache
 def warm_up() -> None:
     """Parse a sample answer once per process, before any request slot is held.
 
@@ -140,15 +139,12 @@ def warm_up() -> None:
     mid-delivery, that stall holds up every request this process had just been granted a slot for, and they
     would reach Graph late, inside a Retry-After window another process has since recorded.
     """
-    if _warm:
-        return
     from kiota_serialization_json.json_parse_node import JsonParseNode
     from msgraph.generated.models.attachment_collection_response import AttachmentCollectionResponse
     from msgraph.generated.models.message_collection_response import MessageCollectionResponse
 
     JsonParseNode({"value": [{"id": "w", "isDraft": True}]}).get_object_value(MessageCollectionResponse)
     JsonParseNode({"value": [{"name": "w", "size": 1}]}).get_object_value(AttachmentCollectionResponse)
-    _warm.append(True)
 
 
 def _next_page(builder: Any) -> Callable[[list[Any]], Awaitable[Any]]:

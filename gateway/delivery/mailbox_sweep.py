@@ -61,7 +61,8 @@ class MailboxReport:
     uploads_cancelled: int = 0
 
 
-def _sent_at(job: Job) -> float:
+def _last_change(job: Job) -> float:
+    """When the job last changed: for a `sent` job, when it was sent; for a `failed` one, when it failed."""
     return parse_iso(job.updated).timestamp()
 
 
@@ -83,12 +84,14 @@ async def _bounce(services: Services, job: Job, reason: str, refused: list[str])
 async def read_bounces(services: Services, api: MailboxApi, jobs: list[Job], now: float) -> int:
     window_start = now - BOUNCE_WINDOW_HOURS * 3600
     sent = {
-        j.id: j for j in jobs if j.state == JobState.SENT and j.progress.get(SENT_FROM) and _sent_at(j) > window_start
+        j.id: j
+        for j in jobs
+        if j.state == JobState.SENT and j.progress.get(SENT_FROM) and _last_change(j) > window_start
     }
     oldest: dict[str, float] = {}
     for job in sent.values():
         mailbox = str(job.progress[SENT_FROM]).lower()
-        oldest[mailbox] = min(oldest.get(mailbox, now), _sent_at(job))
+        oldest[mailbox] = min(oldest.get(mailbox, now), _last_change(job))
     count = 0
     for mailbox, since in sorted(oldest.items()):
         try:
@@ -120,7 +123,7 @@ async def delete_orphan_drafts(api: MailboxApi, jobs: list[Job], mailboxes: set[
                 if job_id is None:
                     continue  # not ours: a person's draft in a shared mailbox
                 job = by_id.get(job_id)
-                if job is not None and not (job.state.final and _sent_at(job) < cutoff):
+                if job is not None and not (job.state.final and _last_change(job) < cutoff):
                     continue  # its delivery may still record, attach to or send it
                 await api.delete(mailbox, draft.id)
                 state = job.state.value if job else "gone"
@@ -137,7 +140,7 @@ async def cancel_stale_uploads(services: Services, jobs: list[Job], http: httpx.
     for job in jobs:
         delivery = dict(job.progress.get("delivery") or {})
         url = (delivery.get(UPLOAD) or {}).get("url")
-        if job.state != JobState.FAILED or not url or _sent_at(job) > cutoff:
+        if job.state != JobState.FAILED or not url or _last_change(job) > cutoff:
             continue
         try:
             await http.delete(url)  # the URL carries its own token; 404 means Exchange already dropped it
