@@ -23,8 +23,8 @@ from gateway.config import load_settings
 from gateway.core.jobs import FileRef
 from gateway.core.message import Address, OutgoingMessage
 from gateway.core.ports import BlobStore
-from gateway.delivery.graph import GraphTransport
-from gateway.delivery.shared_limits import SharedMailboxLimits
+from gateway.delivery.graph.exactly_once import GraphTransport
+from gateway.delivery.graph.shared_limits import SharedMailboxLimits
 from gateway.delivery.transport import MemoryCheckpoint
 from gateway.spool.local import open_local_spool
 from tests.fakes.graph import FakeGraph

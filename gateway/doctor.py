@@ -47,8 +47,8 @@ async def _graph(settings: Settings, send_test: str | None) -> list[Check]:
         return [Check("delivery", True, f"writing .eml files to {settings.outbox} (SCANGW_OUTBOX); Graph not used")]
     if not settings.sender:
         return [Check("sender", False, "SCANGW_SENDER is not set. Remedy: set it to the shared mailbox UPN.")]
-    from gateway.delivery.graph import GraphTransport
-    from gateway.delivery.identity import build_credential
+    from gateway.delivery.graph.exactly_once import GraphTransport
+    from gateway.delivery.graph.identity import build_credential
 
     checks: list[Check] = []
     credential = build_credential(settings)

@@ -30,11 +30,11 @@ from gateway.core.links import (
 )
 from gateway.core.message import OutgoingMessage
 from gateway.core.ports import BlobStore, LinkSigner, NotFound
-from gateway.delivery.graph_draft import UPLOAD_THRESHOLD
-from gateway.delivery.graph_progress import DRAFT_ID
+from gateway.delivery.graph.draft import UPLOAD_THRESHOLD
+from gateway.delivery.graph.progress import DRAFT_ID
 
 if TYPE_CHECKING:
-    from gateway.delivery.graph import LinkFallback
+    from gateway.delivery.graph.exactly_once import LinkFallback
 
 log = logging.getLogger("scangw.links")
 

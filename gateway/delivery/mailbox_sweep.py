@@ -25,13 +25,13 @@ import httpx
 from gateway.core.bounce import BOUNCED, SENT_FROM, job_id_of, read_bounce
 from gateway.core.jobs import Job, JobState, parse_iso
 from gateway.core.ports import Conflict
-from gateway.delivery.graph_errors import GraphCallError
-from gateway.delivery.graph_progress import UPLOAD
+from gateway.delivery.graph.failures import GraphCallError
+from gateway.delivery.graph.progress import UPLOAD
 from gateway.delivery.requeue import requeue
 from gateway.services import Services
 
 if TYPE_CHECKING:  # graph_api pulls in msgraph; the embedded outbox setup never needs it
-    from gateway.delivery.graph_api import Listed
+    from gateway.delivery.graph.api import Listed
 
 log = logging.getLogger("scangw.mailbox")
 

@@ -12,9 +12,9 @@ def make_transport(settings: Settings, spool: Spool) -> Transport:
         from gateway.delivery.outbox import OutboxTransport
 
         return OutboxTransport(settings.outbox, spool.blobs)
-    from gateway.delivery.graph import GraphTransport
+    from gateway.delivery.graph.exactly_once import GraphTransport
+    from gateway.delivery.graph.shared_limits import SharedMailboxLimits
     from gateway.delivery.links import make_link_fallback
-    from gateway.delivery.shared_limits import SharedMailboxLimits
 
     fallback = make_link_fallback(settings, spool.blobs)
     limits = SharedMailboxLimits(spool.mailboxes, settings.mailbox_rate_per_min)

@@ -27,8 +27,8 @@ from gateway.core.errors import PermanentDeliveryError, TransientDeliveryError
 from gateway.core.jobs import FileRef
 from gateway.core.message import Address, OutgoingMessage
 from gateway.core.ports import BlobStore
-from gateway.delivery.graph import SEND_REQUESTED_AT, GraphTransport
-from gateway.delivery.mailbox_limits import MailboxLimits
+from gateway.delivery.graph.exactly_once import SEND_REQUESTED_AT, GraphTransport
+from gateway.delivery.graph.mailbox_limits import MailboxLimits
 from gateway.delivery.transport import MemoryCheckpoint
 from gateway.spool.local import open_local_spool
 from tests.fakes.graph import FakeGraph

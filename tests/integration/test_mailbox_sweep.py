@@ -15,7 +15,7 @@ from gateway.config import load_settings
 from gateway.core.accept import Envelope, IncomingFile
 from gateway.core.jobs import Job, JobState
 from gateway.delivery.agent import DeliveryAgent
-from gateway.delivery.graph import GraphTransport
+from gateway.delivery.graph.exactly_once import GraphTransport
 from gateway.delivery.retention import sweep
 from gateway.delivery.transports import make_transport
 from gateway.delivery.worker import Worker

@@ -18,8 +18,8 @@ import pytest
 from gateway.config import Settings
 from gateway.core.errors import TransientDeliveryError
 from gateway.core.ports import Spool
-from gateway.delivery.graph import GraphTransport
-from gateway.delivery.shared_limits import SharedMailboxLimits
+from gateway.delivery.graph.exactly_once import GraphTransport
+from gateway.delivery.graph.shared_limits import SharedMailboxLimits
 from gateway.delivery.transport import MemoryCheckpoint
 from gateway.spool.azure import open_azure_spool
 from gateway.spool.local import open_local_spool

@@ -10,7 +10,7 @@ from msgraph.generated.models.o_data_errors.main_error import MainError
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from gateway.core.errors import PermanentDeliveryError, TransientDeliveryError
-from gateway.delivery.graph_errors import GraphFailure, classify, failure_from_exception, parse_retry_after
+from gateway.delivery.graph.failures import GraphFailure, classify, failure_from_exception, parse_retry_after
 
 MB = "scanner@contoso.com"
 NOW = 1_700_000_000.0

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 
 from gateway.core.mailbox_ledger import Ledger
 from gateway.core.ports import Conflict, Record, Table
-from gateway.delivery.mailbox_limits import CONCURRENT_PER_MAILBOX, MARGIN, MailboxBusy, MailboxLimits
+from gateway.delivery.graph.mailbox_limits import CONCURRENT_PER_MAILBOX, MARGIN, MailboxBusy, MailboxLimits
 
 log = logging.getLogger("scangw.limits")
 

@@ -44,15 +44,15 @@ from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from gateway.config import Settings
-from gateway.delivery.graph_errors import (
+from gateway.delivery.graph.failures import (
     GraphCallError,
     GraphFailure,
     HttpStatusError,
     failure_from_exception,
     failure_from_response,
 )
-from gateway.delivery.identity import RefreshableCredential
-from gateway.delivery.mailbox_limits import MailboxBusy, MailboxLimits
+from gateway.delivery.graph.identity import RefreshableCredential
+from gateway.delivery.graph.mailbox_limits import MailboxBusy, MailboxLimits
 
 T = TypeVar("T")
 

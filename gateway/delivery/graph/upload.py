@@ -18,14 +18,14 @@ import httpx
 from gateway.core.errors import PermanentDeliveryError
 from gateway.core.jobs import FileRef
 from gateway.core.ports import BlobStore
-from gateway.delivery.graph_errors import (
+from gateway.delivery.graph.failures import (
     GraphCallError,
     GraphFailure,
     failure_from_exception,
     failure_from_response,
     parse_retry_after,
 )
-from gateway.delivery.mailbox_limits import MailboxBusy, MailboxLimits
+from gateway.delivery.graph.mailbox_limits import MailboxBusy, MailboxLimits
 
 #: 3,276,800 bytes: under 4 MiB and a multiple of 320 KiB, which suits Outlook and OneDrive alike.
 UPLOAD_CHUNK = 10 * 320 * 1024

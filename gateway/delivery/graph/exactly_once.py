@@ -27,10 +27,12 @@ from gateway.core.errors import PermanentDeliveryError, TransientDeliveryError
 from gateway.core.jobs import FileRef
 from gateway.core.message import OutgoingMessage
 from gateway.core.ports import BlobStore, NotFound
-from gateway.delivery.graph_api import GraphApi
-from gateway.delivery.graph_draft import draft_model, file_attachment, needs_upload_session, plan_inline, upload_item
-from gateway.delivery.graph_errors import GraphCallError, classify
-from gateway.delivery.graph_progress import (
+from gateway.delivery.graph.api import GraphApi
+from gateway.delivery.graph.draft import draft_model, file_attachment, needs_upload_session, plan_inline, upload_item
+from gateway.delivery.graph.failures import GraphCallError, classify
+from gateway.delivery.graph.identity import RefreshableCredential, build_credential
+from gateway.delivery.graph.mailbox_limits import MailboxLimits
+from gateway.delivery.graph.progress import (
     ALL_KEYS,
     ATTACHED,
     ATTACHING,
@@ -41,11 +43,9 @@ from gateway.delivery.graph_progress import (
     UPLOAD,
     is_present,
 )
-from gateway.delivery.identity import RefreshableCredential, build_credential
-from gateway.delivery.mailbox_limits import MailboxLimits
+from gateway.delivery.graph.upload import ChunkUploader, SessionGone, expired, new_upload_client
 from gateway.delivery.mailbox_sweep import MailboxReport, sweep_mailboxes
 from gateway.delivery.transport import Checkpoint, Delivered
-from gateway.delivery.upload import ChunkUploader, SessionGone, expired, new_upload_client
 from gateway.services import Services
 
 #: Exchange moves a sent draft to Sent Items asynchronously; "not found" is believed only after this long.
