@@ -56,6 +56,8 @@ class Settings:
     admin_email: str | None = None
     smtp_tls_cert: Path | None = None
     smtp_tls_key: Path | None = None
+    #: Host names for the door's own self-signed certificate, used when no SCANGW_SMTP_TLS_CERT is given.
+    smtp_tls_self_signed: tuple[str, ...] = ()
     smtp_require_tls_auth: bool = False
     smtp_proxy_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     smtp_legacy_tls: bool = False
@@ -201,6 +203,20 @@ def _cidrs(env: Mapping[str, str]) -> tuple[ipaddress.IPv4Network | ipaddress.IP
     return tuple(nets)
 
 
+def _self_signed_hosts(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = _text(env, "SCANGW_SMTP_TLS_SELF_SIGNED")
+    if raw is None:
+        return ()
+    from gateway.intake.self_signed import parse_hosts  # only when set: `cryptography` is a heavy import
+
+    try:
+        return parse_hosts(raw)
+    except ValueError as exc:
+        raise ConfigError(
+            "SCANGW_SMTP_TLS_SELF_SIGNED", f"{exc}; list the door's host names, like smtp.contoso.com,10.0.0.5."
+        ) from None
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Validate every setting at once so a misconfiguration is reported at start, not at the first scan."""
     storage, identity = _storage(env)
@@ -215,6 +231,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     for name, value in (("SCANGW_SMTP_TLS_CERT", cert), ("SCANGW_SMTP_TLS_KEY", key)):
         if value and not Path(value).is_file():
             raise ConfigError(name, f"no file at {value}.")
+    self_signed = _self_signed_hosts(env)
     outbox = _text(env, "SCANGW_OUTBOX")
     link_hours = _number(env, "SCANGW_LINK_HOURS", 0, 0, 168)
     public_url = _public_url(env)
@@ -235,7 +252,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         admin_email=_address(env, "SCANGW_ADMIN_EMAIL"),
         smtp_tls_cert=Path(cert) if cert else None,
         smtp_tls_key=Path(key) if key else None,
-        smtp_require_tls_auth=_flag(env, "SCANGW_SMTP_REQUIRE_TLS_AUTH", default=bool(cert)),
+        smtp_tls_self_signed=self_signed,
+        smtp_require_tls_auth=_flag(env, "SCANGW_SMTP_REQUIRE_TLS_AUTH", default=bool(cert or self_signed)),
         smtp_proxy_cidrs=_cidrs(env),
         smtp_legacy_tls=_flag(env, "SCANGW_SMTP_LEGACY_TLS", default=False),
         mailbox_rate_per_min=int(_number(env, "SCANGW_MAILBOX_RATE_PER_MIN", 30, 0)),

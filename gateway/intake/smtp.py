@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from gateway.config import Settings
 from gateway.core.errors import ConfigError
@@ -42,6 +45,32 @@ def reload_tls() -> int:
     return done
 
 
+def self_signed_folder(settings: Settings) -> Path:
+    """Beside the embedded spool's data (it survives restarts, so devices see the same certificate), or a
+    per-user temporary folder with Azure Storage (a container makes a new one when it starts)."""
+    if settings.local_dir is not None:
+        return settings.local_dir / "tls"
+    return Path(tempfile.gettempdir()) / f"scangw-tls-{os.getuid()}"
+
+
+def _self_signed_tls(settings: Settings, folder: Path) -> TlsConfig:
+    from gateway.intake.self_signed import ensure  # `cryptography` only for doors that need it
+
+    try:
+        made = ensure(settings.smtp_tls_self_signed, folder)
+        tls = TlsConfig(made.cert, made.key, settings.smtp_legacy_tls)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("SCANGW_SMTP_TLS_SELF_SIGNED", f"cannot make a certificate in {folder}: {exc}") from exc
+    log.info(
+        "event=smtp.self_signed hosts=%s cert=%s expires=%s sha256=%s",
+        ",".join(made.hosts),
+        made.cert,
+        made.not_after.date().isoformat(),
+        made.fingerprint,
+    )
+    return tls
+
+
 class SmtpServer:
     """All listeners of one SMTP door, sharing one handler, one limiter set and one TLS context."""
 
@@ -49,20 +78,27 @@ class SmtpServer:
         self.settings = settings
         self.limits = limits or SmtpLimits()
         self.tls: TlsConfig | None = None
+        #: Where the door keeps its own certificate when SCANGW_SMTP_TLS_SELF_SIGNED is used (else None).
+        self.self_signed_dir: Path | None = None
         if settings.smtp_tls_cert and settings.smtp_tls_key:
             try:
                 self.tls = TlsConfig(settings.smtp_tls_cert, settings.smtp_tls_key, settings.smtp_legacy_tls)
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 raise ConfigError("SCANGW_SMTP_TLS_CERT", f"cannot load the certificate and key: {exc}") from exc
+        elif settings.smtp_tls_self_signed:
+            self.self_signed_dir = self_signed_folder(settings)
+            self.tls = _self_signed_tls(settings, self.self_signed_dir)
         if settings.smtp_require_tls_auth and self.tls is None:
             raise ConfigError(
                 "SCANGW_SMTP_REQUIRE_TLS_AUTH",
                 "is 1 but no certificate is configured, so no device could log in; set SCANGW_SMTP_TLS_CERT and "
-                "SCANGW_SMTP_TLS_KEY, or set SCANGW_SMTP_REQUIRE_TLS_AUTH=0 on a private network.",
+                "SCANGW_SMTP_TLS_KEY (or SCANGW_SMTP_TLS_SELF_SIGNED), or set SCANGW_SMTP_REQUIRE_TLS_AUTH=0 on a "
+                "private network.",
             )
         self.door = Door(settings, services, self.limits, settings.smtp_require_tls_auth)
         self.hostname = socket.gethostname()
         self._servers: list[asyncio.Server] = []
+        self._renewer: asyncio.Task[None] | None = None
 
     async def start(self, listen: list[Address], implicit_tls: list[Address]) -> list[Address]:
         """Open every listener (port 0 picks a free port); return the addresses actually bound, in order."""
@@ -95,7 +131,27 @@ class SmtpServer:
             await self._close_listeners()
             raise ConfigError("--listen", f"cannot listen: {exc.strerror or exc}") from exc
         _RUNNING.add(self)
+        if self.self_signed_dir is not None:
+            self._renewer = asyncio.create_task(self._renew_self_signed())
         return bound
+
+    async def _renew_self_signed(self, every: float = 12 * 3600) -> None:
+        """A door runs for months: renew its own certificate before it expires, as a restart would."""
+        from gateway.intake.self_signed import ensure
+
+        assert self.self_signed_dir is not None
+        while True:
+            await asyncio.sleep(every)
+            try:
+                before = self.tls.cert.read_bytes() if self.tls else b""
+                made = await asyncio.to_thread(ensure, self.settings.smtp_tls_self_signed, self.self_signed_dir)
+                if made.cert.read_bytes() != before:
+                    log.info("event=smtp.self_signed result=renewed expires=%s", made.not_after.date().isoformat())
+                    self.reload_tls()
+            except OSError as exc:
+                log.error(
+                    "event=smtp.self_signed result=renew_failed error=%s (the old certificate keeps serving)", exc
+                )
 
     def _factory(self, implicit: bool) -> Callable[[], ScanSMTP]:
         context = self.tls.context if self.tls else None
@@ -125,6 +181,8 @@ class SmtpServer:
         if not self._servers:
             return
         _RUNNING.discard(self)
+        if self._renewer is not None:
+            self._renewer.cancel()
         self.door.stopping = True
         for server in self._servers:
             server.close()

@@ -19,6 +19,7 @@ from cryptography import x509
 from gateway.config import load_settings
 from gateway.core.errors import ConfigError
 from gateway.intake import smtp
+from gateway.services import build
 from tests.integration.test_smtp_harness import USER, Dialogue, Pki, SmtpRun, make_pki, running_smtp
 
 MESSAGE = b"From: alice@contoso.com\r\nTo: bob@contoso.com\r\nSubject: tls\r\n\r\nhello\r\n"
@@ -174,3 +175,42 @@ def test_configuration_mistakes_are_reported_by_setting(tmp_path: Path, pki: Pki
     plain = load_settings({"SCANGW_STORAGE": f"local:{tmp_path}"})
     with pytest.raises(ConfigError, match="SCANGW_SMTP_TLS_CERT"):
         asyncio.run(smtp.serve(plain, [], [("127.0.0.1", 0)], asyncio.Event()))
+
+
+def test_self_signed_door_offers_starttls_and_implicit_tls_and_refuses_auth_before_tls(tmp_path: Path) -> None:
+    """SCANGW_SMTP_TLS_SELF_SIGNED with no certificate files: the door makes its own, keeps it across restarts."""
+    env = {"SCANGW_SMTP_TLS_SELF_SIGNED": "localhost,127.0.0.1"}
+    with running_smtp(tmp_path, env, implicit=1) as run:
+        cert = tmp_path / "spool" / "tls" / "self-signed.pem"
+        trusting = ssl.create_default_context(cafile=str(cert))  # what an admin does after reading the fingerprint
+        talk = Dialogue(run.plain)
+        assert "250-STARTTLS" in talk.ask("EHLO scanner").split("\n")
+        assert talk.ask("AUTH LOGIN").startswith("538 5.7.11")
+        with smtplib.SMTP(*run.plain, timeout=10) as client:
+            client.starttls(context=trusting)
+            client.login(USER, run.password)
+            client.sendmail("s@contoso.com", ["bob@contoso.com"], MESSAGE)
+        with smtplib.SMTP_SSL(*run.implicit, context=trusting, timeout=10) as client:
+            client.login(USER, run.password)
+            client.sendmail("s@contoso.com", ["bob@contoso.com"], MESSAGE)
+        assert len(run.jobs()) == 2
+        first = cert.read_bytes()
+
+    async def restart() -> None:
+        settings = load_settings({"SCANGW_STORAGE": f"local:{tmp_path / 'spool'}", **env})
+        services = await build(settings)
+        try:
+            smtp.SmtpServer(settings, services)
+        finally:
+            await services.close()
+
+    asyncio.run(restart())
+    assert cert.read_bytes() == first  # devices that were told to trust it keep working after a restart
+
+
+def test_given_certificate_files_win_over_self_signed(tmp_path: Path, pki: Pki) -> None:
+    with running_smtp(tmp_path, pki.env(SCANGW_SMTP_TLS_SELF_SIGNED="localhost")) as run:
+        with smtplib.SMTP(*run.plain, timeout=10) as client:
+            client.starttls(context=pki.client_context())
+            client.login(USER, run.password)
+    assert not (tmp_path / "spool" / "tls").exists()
