@@ -56,14 +56,17 @@ param deploySmtp bool = true
 @description('Put the SMTP environment in its own virtual network. Container Apps accepts external TCP ingress (ports 25/587/465 from the internet) only in a custom VNet; false leaves the SMTP door reachable only from inside its environment.')
 param smtpVnetEnabled bool = true
 
-@description('Serve STARTTLS and implicit TLS (465). Needs Key Vault secrets smtp-tls-cert and smtp-tls-key (PEM) in the deployed vault before it is set to true: see infra/README.md.')
+@description('Serve STARTTLS and implicit TLS (465) with your own certificate: Key Vault secrets smtp-tls-cert and smtp-tls-key (PEM) must be in the deployed vault before it is set to true (see infra/README.md). False: the door makes a self-signed certificate for its host names at start, so TLS is on either way.')
 param smtpTlsEnabled bool = false
 
 @description('Public CIDRs allowed to reach the SMTP ports (e.g. the offices where the scanners stand). Empty: any address.')
 param smtpAllowedCidrs array = []
 
-@description('Set by azd (SERVICE_SMTP_RESOURCE_EXISTS) once the SMTP app exists, so a re-provision keeps the deployed image.')
-param smtpExists bool = false
+@description('DNS name devices use for the SMTP door (a CNAME to SMTP_FQDN or an A record to SMTP_PUBLIC_IP). Goes into the self-signed certificate next to the app FQDN. Empty: the app FQDN only.')
+param smtpHostName string = ''
+
+@description('Accept AUTH before TLS, so passwords cross the network in clear text: only for old devices that cannot do TLS, and only together with smtpAllowedCidrs (the deployment fails otherwise).')
+param smtpAllowPlaintextAuth bool = false
 
 @description('Address space of the SMTP environment virtual network.')
 param smtpVnetAddressPrefix string = '10.60.0.0/16'
@@ -74,7 +77,7 @@ param smtpSubnetAddressPrefix string = '10.60.0.0/23'
 @description('OPT-IN TRIAL MODE. True grants the delivery identity the Graph application roles Mail.Send and Mail.ReadWrite TENANT-WIDE (it could send as every mailbox). The default is false: scope mail rights to the sender mailboxes with scripts/grant-mailbox-access.ps1. Needs a deployer allowed to grant Graph app roles.')
 param grantTenantWideMailSend bool = false
 
-@description('Flex Consumption scale-out cap, per function group (40 is the lowest maximum Flex accepted in preview). Exchange\'s per-mailbox limits hold at any value: instances share each sender mailbox\'s request slots, Retry-After windows and send pace through the spool\'s "mailboxes" table.')
+@description('Flex Consumption scale-out cap, per function group. Flex accepts 1 to 1000 (learn.microsoft.com/azure/azure-functions/event-driven-scaling#limit-scale-out; preview once required at least 40); 40 is this template\'s choice, not a platform floor. Exchange\'s per-mailbox limits hold at any value: instances share each sender mailbox\'s request slots, Retry-After windows and send pace through the spool\'s "mailboxes" table.')
 @minValue(1)
 @maxValue(1000)
 param functionMaximumInstanceCount int = 40
@@ -103,11 +106,15 @@ var functionAppName = 'func-scangw-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
 var smtpAppName = 'ca-smtp-${resourceToken}'
 
+// Secure by default: TLS is always offered (the admin's certificate, else a self-signed one) and AUTH waits for it.
+// Plaintext AUTH only on explicit request and only from listed ranges; the open combination stops the deployment
+// here, before anything is created, with this message (Bicep fail(), a flow-control function of the language).
+var smtpPlaintextAuth = (deploySmtp && smtpAllowPlaintextAuth && empty(smtpAllowedCidrs)) ? fail('smtpAllowPlaintextAuth=true needs smtpAllowedCidrs: AUTH before TLS from any address would send device passwords over the internet in clear text. List your offices\' public ranges in smtpAllowedCidrs, or leave smtpAllowPlaintextAuth false.') : smtpAllowPlaintextAuth
+
 // Built-in Azure role definition ids (the same in every tenant).
 var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
-  storageBlobDelegator: 'db58b8e5-c6ad-4a2a-8342-4190687cbf4a'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
@@ -192,8 +199,7 @@ module deliveryAccess './app/rbac.bicep' = {
     principalId: deliveryIdentity.outputs.principalId
     storageAccountName: storage.outputs.name
     accountRoleIds: [
-      roles.storageBlobDataOwner
-      roles.storageBlobDelegator // user-delegation SAS for SCANGW_LINK_HOURS download links
+      roles.storageBlobDataOwner // also signs user-delegation SAS download links (SCANGW_LINK_HOURS)
       roles.storageQueueDataContributor
       roles.storageTableDataContributor
     ]
@@ -277,12 +283,19 @@ module api './app/api.bicep' = {
 }
 
 // Opt-in trial mode only: tenant-wide Graph application roles through the Microsoft Graph Bicep extension.
+// A managed identity created seconds earlier may not have replicated in Entra yet, and Graph then refuses the
+// assignment once ("Not a valid reference update", msgraph-bicep-types issue 193). So the grant waits for the
+// Function app and the role assignments (minutes of ARM work after the identity exists) instead of racing them.
 module graphMailRoles './app/graph-mail-roles.bicep' = if (grantTenantWideMailSend) {
   name: 'graph-mail-roles'
   scope: rg
   params: {
     principalId: deliveryIdentity.outputs.principalId
   }
+  dependsOn: [
+    api
+    deliveryAccess
+  ]
 }
 
 // ---------- the SMTP front door (optional) ----------
@@ -325,44 +338,25 @@ module smtpVault './app/smtp-keyvault.bicep' = if (deploySmtp) {
   }
 }
 
-module smtpImage './app/smtp-image.bicep' = if (deploySmtp) {
-  name: 'smtp-image'
+// The environment only: the container app is created by `azd deploy` through ../smtp.bicep with the image azd has
+// just pushed, so provisioning neither starts a placeholder nor references an app that may not exist yet.
+module smtpEnvironment './app/smtp-environment.bicep' = if (deploySmtp) {
+  name: 'smtp-environment'
   scope: rg
   params: {
-    name: smtpAppName
-    exists: smtpExists
+    name: 'cae-${resourceToken}'
+    location: location
+    tags: tags
+    subnetResourceId: deploySmtp && smtpVnetEnabled ? smtpNetwork.outputs.subnetResourceId : ''
+    logAnalyticsWorkspaceResourceId: monitoring.outputs.logAnalyticsWorkspaceResourceId
   }
 }
 
-module smtp './app/smtp.bicep' = if (deploySmtp) {
-  name: 'smtp'
-  scope: rg
-  params: {
-    name: smtpAppName
-    environmentName: 'cae-${resourceToken}'
-    location: location
-    tags: tags
-    image: deploySmtp ? smtpImage.outputs.image : ''
-    registryServer: deploySmtp ? smtpRegistry.outputs.loginServer : ''
-    subnetResourceId: deploySmtp && smtpVnetEnabled ? smtpNetwork.outputs.subnetResourceId : ''
-    external: smtpVnetEnabled
-    proxyCidrs: smtpVnetEnabled ? smtpSubnetAddressPrefix : ''
-    allowedCidrs: smtpAllowedCidrs
-    identityResourceId: intakeIdentity.outputs.resourceId
-    identityClientId: intakeIdentity.outputs.clientId
-    blobServiceUri: storage.outputs.blobServiceUri
-    queueServiceUri: storage.outputs.queueServiceUri
-    tableServiceUri: storage.outputs.tableServiceUri
-    senderMailbox: senderMailbox
-    appInsightsName: monitoring.outputs.appInsightsName
-    logAnalyticsWorkspaceResourceId: monitoring.outputs.logAnalyticsWorkspaceResourceId
-    tlsEnabled: smtpTlsEnabled
-    keyVaultUri: deploySmtp ? smtpVault.outputs.uri : ''
-  }
-  dependsOn: [
-    intakeAccess
-  ]
-}
+// Container Apps names an app <app>.<environment default domain>, with ".internal" before the domain for
+// internal-only ingress (learn.microsoft.com/azure/container-apps/connect-apps; the internal form: UNVERIFIED).
+var smtpFqdn = deploySmtp ? (smtpVnetEnabled ? '${smtpAppName}.${smtpEnvironment.outputs.defaultDomain}' : '${smtpAppName}.internal.${smtpEnvironment.outputs.defaultDomain}') : ''
+// The names in the door's self-signed certificate: the name devices are told to use, then the app's own FQDN.
+var smtpHostNames = empty(smtpHostName) ? smtpFqdn : '${smtpHostName},${smtpFqdn}'
 
 // ---------- outputs: azd stores them in .azure/<env>/.env (no secrets, no keys) ----------
 
@@ -384,8 +378,19 @@ output INTAKE_IDENTITY_CLIENT_ID string = intakeIdentity.outputs.clientId
 output INTAKE_IDENTITY_PRINCIPAL_ID string = intakeIdentity.outputs.principalId
 output GRAPH_TENANT_WIDE_MAIL_GRANTED bool = grantTenantWideMailSend
 output SMTP_DEPLOYED bool = deploySmtp
-output SMTP_FQDN string = deploySmtp ? smtp.outputs.fqdn : ''
-output SMTP_PUBLIC_IP string = deploySmtp && smtpVnetEnabled ? smtp.outputs.staticIp : ''
+output SMTP_FQDN string = smtpFqdn
+output SMTP_PUBLIC_IP string = (deploySmtp && smtpVnetEnabled) ? smtpEnvironment.outputs.staticIp : ''
 output SMTP_TLS_ENABLED bool = deploySmtp && smtpTlsEnabled
 output AZURE_CONTAINER_REGISTRY_ENDPOINT string = deploySmtp ? smtpRegistry.outputs.loginServer : ''
 output AZURE_KEY_VAULT_NAME string = deploySmtp ? smtpVault.outputs.name : ''
+// What ../smtp.parameters.json hands to the container app at `azd deploy` (none of it is a secret).
+output SMTP_APP_NAME string = deploySmtp ? smtpAppName : ''
+output SMTP_ENVIRONMENT_ID string = deploySmtp ? smtpEnvironment.outputs.resourceId : ''
+output SMTP_KEY_VAULT_URI string = deploySmtp ? smtpVault.outputs.uri : ''
+output SMTP_EXTERNAL bool = smtpVnetEnabled
+output SMTP_PROXY_CIDRS string = (deploySmtp && smtpVnetEnabled) ? smtpSubnetAddressPrefix : ''
+output SMTP_ALLOWED_CIDRS string = join(smtpAllowedCidrs, ',')
+output SMTP_HOST_NAMES string = smtpHostNames
+output SMTP_PLAINTEXT_AUTH_ALLOWED bool = smtpPlaintextAuth
+output INTAKE_IDENTITY_RESOURCE_ID string = intakeIdentity.outputs.resourceId
+output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.appInsightsName

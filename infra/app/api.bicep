@@ -122,9 +122,9 @@ module functionApp 'br/public:avm/res/web/site:0.15.1' = {
         instanceMemoryMB: instanceMemoryMB
         // The cap applies per function group (HTTP intake, queue-triggered delivery). Exchange's per-mailbox
         // limits (4 concurrent requests, Retry-After, 30 sends a minute) do not depend on it: every instance
-        // claims request slots and send times in the spool's shared "mailboxes" table. 40 is the lowest
-        // maximum Flex Consumption accepted in preview (platform facts); more instances add intake throughput
-        // and parallelism across sender mailboxes, never more requests to one mailbox.
+        // claims request slots and send times in the spool's shared "mailboxes" table. Flex accepts 1 to 1000
+        // (event-driven-scaling#limit-scale-out; the preview's floor of 40 is gone), hence @minValue(1); more
+        // instances add intake throughput and parallelism across sender mailboxes, never more requests to one.
         maximumInstanceCount: maximumInstanceCount
         triggers: {
           http: {
@@ -142,7 +142,8 @@ module functionApp 'br/public:avm/res/web/site:0.15.1' = {
       alwaysOn: false
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
+      // No ftpsState: Flex Consumption lists it among unsupported site properties and newer regional stamps reject
+      // it (ARM error 51021). FTP is off anyway: the "ftp" publishing-credentials policy below disallows it.
     }
     // azd deploys with an Entra token; nothing needs FTP or basic-auth publishing credentials.
     basicPublishingCredentialsPolicies: [

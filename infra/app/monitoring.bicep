@@ -6,7 +6,7 @@ param appInsightsName string
 param location string = resourceGroup().location
 param tags object = {}
 
-@description('Days the workspace keeps logs. The first 31 days of ingestion are included in the price.')
+@description('Days the workspace keeps logs, Application Insights telemetry included (a workspace-based component keeps its data in the workspace, so this is the one retention setting). The first 31 days are included in the price.')
 @minValue(30)
 @maxValue(730)
 param retentionDays int = 30
@@ -32,7 +32,8 @@ module appInsights 'br/public:avm/res/insights/component:0.4.1' = {
     disableLocalAuth: true
     // Client addresses stay masked in telemetry; the SMTP door logs the peer address itself where it matters.
     disableIpMasking: false
-    retentionInDays: 90
+    // No retentionInDays: a workspace-based component stores its data in the workspace above, whose dataRetention
+    // governs; the component's own setting has no effect there.
   }
 }
 

@@ -1,20 +1,26 @@
 // The SMTP front door: `scangw smtp` in Azure Container Apps behind TCP ingress. Port 25 (and 587) map to the
-// container's unprivileged 2525 (and 2587); with TLS on, 465 maps to the implicit-TLS listener on 2465. It runs as
-// the "intake" identity, which may store scans and enqueue jobs but has no mail rights.
+// container's unprivileged 2525 (and 2587); 465 maps to the implicit-TLS listener on 2465. It runs as the
+// "intake" identity, which may store scans and enqueue jobs but has no mail rights.
+//
+// TLS is always on: with the admin's certificate from Key Vault (tlsEnabled), else with a self-signed certificate
+// the door makes for its own host names at start (SCANGW_SMTP_TLS_SELF_SIGNED). AUTH is refused before TLS unless
+// allowPlaintextAuth, which needs source ranges (the open combination fails the deployment).
+//
+// azd deploys this module through ../smtp.bicep once it has pushed the image. Given no image it starts the
+// placeholder exactly as the placeholder expects (its own port, no command, arguments, probes, secrets or
+// settings written for the gateway), so a revision on the placeholder never crash-loops.
 
 param name string
-param environmentName string
 param location string = resourceGroup().location
 param tags object = {}
 
-@description('Image to run; empty on the first provision, before azd has pushed one.')
+param environmentResourceId string
+
+@description('Image to run. Empty: the public placeholder, started as it is.')
 param image string = ''
 param registryServer string
 
-@description('Infrastructure subnet of the environment. Empty: no custom VNet, so no external TCP ingress.')
-param subnetResourceId string = ''
-
-@description('Expose the SMTP ports to the internet (needs subnetResourceId).')
+@description('Expose the SMTP ports to the internet (the environment needs a custom VNet).')
 param external bool = true
 
 @description('SCANGW_SMTP_PROXY_CIDRS: the infrastructure subnet, where the TCP ingress proxies connect from.')
@@ -33,49 +39,61 @@ param tableServiceUri string
 param senderMailbox string
 
 param appInsightsName string
-param logAnalyticsWorkspaceResourceId string
 
-@description('Mount smtp-tls-cert and smtp-tls-key from the vault and serve STARTTLS and implicit TLS on 465.')
+@description('Mount smtp-tls-cert and smtp-tls-key from the vault. False: the door makes a self-signed certificate.')
 param tlsEnabled bool = false
 param keyVaultUri string = ''
+
+@description('SCANGW_SMTP_TLS_SELF_SIGNED: comma-separated host names devices use (custom name, app FQDN).')
+param selfSignedHosts string = ''
+
+@description('Accept AUTH before TLS (SCANGW_SMTP_REQUIRE_TLS_AUTH=0). Only with allowedCidrs.')
+param allowPlaintextAuth bool = false
 
 @description('At least one replica is always up: a device\'s TCP connection cannot wait for a cold start.')
 @minValue(1)
 @maxValue(10)
 param maxReplicas int = 2
 
-// The placeholder azd templates use until `azd deploy` pushes the real image.
+// The placeholder azd templates use; it serves HTTP on port 80 (platform facts, section 12).
 var placeholderImage = 'mcr.microsoft.com/azuredocs/containerapps-helloworld:latest'
+var placeholderPort = 80
+var isPlaceholder = empty(image)
 var tlsDirectory = '/mnt/tls'
+
+// Refuse, rather than deploy, a door that would take passwords in clear text from the whole internet, or one
+// that has no certificate at all. fail() stops the deployment with this message (Bicep flow-control function).
+var authPolicy = (allowPlaintextAuth && empty(allowedCidrs)) ? fail('allowPlaintextAuth needs allowedCidrs: plaintext AUTH from any address would send device passwords in clear text over the internet.') : (allowPlaintextAuth ? '0' : '1')
+var selfSigned = (empty(selfSignedHosts) && !tlsEnabled) ? fail('Without a Key Vault certificate (tlsEnabled) the door needs selfSignedHosts for its own certificate.') : selfSignedHosts
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
 
+// Implicit TLS on 2465 always has a certificate: the admin's, or the door's own.
 var listenArgs = [
   '--listen'
   '0.0.0.0:2525'
   '--listen'
   '0.0.0.0:2587'
-]
-// Implicit TLS cannot start without a certificate (the gateway refuses), so the listener exists only with TLS on.
-var implicitTlsArgs = tlsEnabled ? [
   '--implicit-tls'
   '0.0.0.0:2465'
-] : []
+]
 
-var submissionPort = {
-  targetPort: 2587
-  exposedPort: 587
-  external: external
-}
-var smtpsPort = {
-  targetPort: 2465
-  exposedPort: 465
-  external: external
-}
+var portMappings = [
+  {
+    targetPort: 2587
+    exposedPort: 587
+    external: external
+  }
+  {
+    targetPort: 2465
+    exposedPort: 465
+    external: external
+  }
+]
 
-var storageEnv = [
+var gatewayEnv = [
   {
     name: 'SCANGW_STORAGE__credential'
     value: 'managedidentity'
@@ -105,6 +123,10 @@ var storageEnv = [
     value: senderMailbox
   }
   {
+    name: 'SCANGW_SMTP_REQUIRE_TLS_AUTH'
+    value: authPolicy
+  }
+  {
     name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
     value: appInsights.properties.ConnectionString
   }
@@ -128,7 +150,12 @@ var tlsEnv = tlsEnabled ? [
     name: 'SCANGW_SMTP_TLS_KEY'
     value: '${tlsDirectory}/tls.key'
   }
-] : []
+] : [
+  {
+    name: 'SCANGW_SMTP_TLS_SELF_SIGNED'
+    value: selfSigned
+  }
+]
 
 // Key Vault references (versionless: a renewed secret is picked up without a new deployment), read with the
 // intake identity and mounted as files; the values never pass through this template.
@@ -175,52 +202,43 @@ var ipRules = [
   }
 ]
 
-module environment 'br/public:avm/res/app/managed-environment:0.11.3' = {
-  name: 'smtp-environment'
-  params: {
-    name: environmentName
-    location: location
-    tags: tags
-    infrastructureSubnetResourceId: subnetResourceId
-    internal: false
-    publicNetworkAccess: 'Enabled'
-    zoneRedundant: false
-    workloadProfiles: [
-      {
-        name: 'Consumption'
-        workloadProfileType: 'Consumption'
-      }
-    ]
-    // Logs go through the diagnostic setting below, so no workspace shared key is ever handed to the environment.
-    appLogsConfiguration: {
-      destination: 'azure-monitor'
-    }
-  }
-}
-
-resource environmentRef 'Microsoft.App/managedEnvironments@2024-03-01' existing = {
-  name: environmentName
-}
-
-resource environmentLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
-  name: 'to-log-analytics'
-  scope: environmentRef
-  properties: {
-    workspaceId: logAnalyticsWorkspaceResourceId
-    logs: [
-      {
-        category: 'ContainerAppConsoleLogs'
-        enabled: true
-      }
-      {
-        category: 'ContainerAppSystemLogs'
-        enabled: true
-      }
-    ]
-  }
-  dependsOn: [
-    environment
+// The gateway's container: its own command, listeners, settings, certificate and a liveness probe on 2525.
+var gatewayContainer = {
+  name: 'smtp'
+  image: image
+  command: [
+    'python'
+    '-m'
+    'gateway'
+    'smtp'
   ]
+  args: listenArgs
+  env: concat(gatewayEnv, proxyEnv, tlsEnv)
+  resources: {
+    cpu: json('0.5')
+    memory: '1Gi'
+  }
+  volumeMounts: tlsMounts
+  probes: [
+    {
+      type: 'Liveness'
+      tcpSocket: {
+        port: 2525
+      }
+      initialDelaySeconds: 10
+      periodSeconds: 30
+    }
+  ]
+}
+
+// The placeholder as it is: no command, arguments, probes, mounts or settings meant for the gateway.
+var placeholderContainer = {
+  name: 'smtp'
+  image: placeholderImage
+  resources: {
+    cpu: json('0.5')
+    memory: '1Gi'
+  }
 }
 
 module app 'br/public:avm/res/app/container-app:0.18.1' = {
@@ -231,14 +249,14 @@ module app 'br/public:avm/res/app/container-app:0.18.1' = {
     tags: union(tags, {
       'azd-service-name': 'smtp'
     })
-    environmentResourceId: environment.outputs.resourceId
+    environmentResourceId: environmentResourceId
     workloadProfileName: 'Consumption'
     managedIdentities: {
       userAssignedResourceIds: [
         identityResourceId
       ]
     }
-    registries: [
+    registries: isPlaceholder ? [] : [
       {
         server: registryServer
         identity: identityResourceId
@@ -247,9 +265,9 @@ module app 'br/public:avm/res/app/container-app:0.18.1' = {
     activeRevisionsMode: 'Single'
     ingressExternal: external
     ingressTransport: 'tcp'
-    ingressTargetPort: 2525
+    ingressTargetPort: isPlaceholder ? placeholderPort : 2525
     exposedPort: 25
-    additionalPortMappings: tlsEnabled ? [submissionPort, smtpsPort] : [submissionPort]
+    additionalPortMappings: isPlaceholder ? [] : portMappings
     ipSecurityRestrictions: ipRules
     scaleSettings: {
       minReplicas: 1
@@ -265,45 +283,13 @@ module app 'br/public:avm/res/app/container-app:0.18.1' = {
         }
       ]
     }
-    secrets: tlsSecrets
-    volumes: tlsVolumes
+    secrets: isPlaceholder ? [] : tlsSecrets
+    volumes: isPlaceholder ? [] : tlsVolumes
     containers: [
-      {
-        name: 'smtp'
-        image: empty(image) ? placeholderImage : image
-        // The image's own CMD also opens the implicit-TLS listener; set the listeners here to match tlsEnabled.
-        command: [
-          'python'
-          '-m'
-          'gateway'
-          'smtp'
-        ]
-        args: concat(listenArgs, implicitTlsArgs)
-        env: concat(storageEnv, proxyEnv, tlsEnv)
-        resources: {
-          cpu: json('0.5')
-          memory: '1Gi'
-        }
-        volumeMounts: tlsMounts
-        probes: [
-          {
-            type: 'Liveness'
-            tcpSocket: {
-              port: 2525
-            }
-            initialDelaySeconds: 10
-            periodSeconds: 30
-          }
-        ]
-      }
+      isPlaceholder ? placeholderContainer : gatewayContainer
     ]
   }
-  dependsOn: [
-    environmentLogs
-  ]
 }
 
 output name string = app.outputs.name
 output fqdn string = app.outputs.fqdn
-output staticIp string = environment.outputs.staticIp
-output environmentDefaultDomain string = environment.outputs.defaultDomain

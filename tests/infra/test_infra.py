@@ -18,12 +18,23 @@ pytest.importorskip(
 )
 
 from gateway import config  # noqa: E402
-from tests.infra.bicep import INFRA, ROOT, Template, bicep_files, condition, dotted, parse, unwrap  # noqa: E402
+from tests.infra.bicep import (  # noqa: E402
+    INFRA,
+    ROOT,
+    Template,
+    bicep_files,
+    condition,
+    dotted,
+    evaluate,
+    parse,
+    scope_of,
+    unwrap,
+)
 
 # Built-in role definition ids, the same in every tenant (shared/platform-facts.md section 7, AVM role tables).
 BLOB_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
 BLOB_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
-BLOB_DELEGATOR = "db58b8e5-c6ad-4a2a-8342-4190687cbf4a"
+BLOB_DELEGATOR = "db58b8e5-c6ad-4a2a-8342-4190687cbf4a"  # granted nowhere: Blob Data Owner already signs
 QUEUE_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
 QUEUE_SENDER = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"
 TABLE_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
@@ -149,7 +160,6 @@ def test_main_role_table_is_the_documented_builtin_ids() -> None:
     assert main().resolve("roles") == {
         "storageBlobDataOwner": BLOB_OWNER,
         "storageBlobDataContributor": BLOB_CONTRIBUTOR,
-        "storageBlobDelegator": BLOB_DELEGATOR,
         "storageQueueDataContributor": QUEUE_CONTRIBUTOR,
         "storageQueueDataMessageSender": QUEUE_SENDER,
         "storageTableDataContributor": TABLE_CONTRIBUTOR,
@@ -160,13 +170,13 @@ def test_main_role_table_is_the_documented_builtin_ids() -> None:
     assert Template("app/smtp-keyvault.bicep").resolve("secretsUser") == KV_SECRETS_USER
 
 
-def test_delivery_identity_gets_host_storage_queue_table_delegation_and_metrics() -> None:
+def test_delivery_identity_gets_host_storage_queue_table_and_metrics() -> None:
     m = main()
     params = m.module_params("deliveryAccess")
     assert dotted(params["principalId"]) == "deliveryIdentity.outputs.principalId"
+    # Blob Data Owner includes generateUserDelegationKey (download links); Blob Delegator would add nothing.
     assert roles_of(m, "deliveryAccess", "accountRoleIds") == {
         BLOB_OWNER,
-        BLOB_DELEGATOR,
         QUEUE_CONTRIBUTOR,
         TABLE_CONTRIBUTOR,
     }
@@ -189,9 +199,13 @@ def test_intake_identity_reaches_no_mail_rights() -> None:
     for symbol in m.modules:
         mentions_intake = "intakeIdentity" in json.dumps(m.module_params(symbol))
         if mentions_intake:
-            assert symbol in {"intakeAccess", "smtpRegistry", "smtpVault", "smtp"}, symbol
+            assert symbol in {"intakeAccess", "smtpRegistry", "smtpVault"}, symbol
     assert dotted(m.module_params("graphMailRoles")["principalId"]) == "deliveryIdentity.outputs.principalId"
-    assert dotted(m.module_params("smtp")["identityClientId"]) == "intakeIdentity.outputs.clientId"
+    assert dotted(m.outputs["INTAKE_IDENTITY_CLIENT_ID"]["value"]) == "intakeIdentity.outputs.clientId"
+    deployed = json.loads((INFRA / "smtp.parameters.json").read_text())["parameters"]
+    assert deployed["identityClientId"]["value"] == "${INTAKE_IDENTITY_CLIENT_ID}"
+    assert deployed["identityResourceId"]["value"] == "${INTAKE_IDENTITY_RESOURCE_ID}"
+    assert dotted(m.outputs["INTAKE_IDENTITY_RESOURCE_ID"]["value"]) == "intakeIdentity.outputs.resourceId"
     graph_users = [p.name for p in bicep_files() if "Microsoft.Graph" in json.dumps(parse(p).get("resources", {}))]
     assert graph_users == ["graph-mail-roles.bicep"]
 
@@ -247,15 +261,56 @@ def test_function_app_runs_on_flex_consumption_with_a_deliberate_scale_cap() -> 
     site = api.module_params("functionApp")
     assert site["kind"] == "functionapp,linux"
     assert site["httpsOnly"] is True
-    assert site["siteConfig"]["ftpsState"] == "Disabled" and site["siteConfig"]["minTlsVersion"] == "1.2"
+    assert site["siteConfig"]["minTlsVersion"] == "1.2"
     assert {p["name"]: p["allow"] for p in site["basicPublishingCredentialsPolicies"]} == {"ftp": False, "scm": False}
     flex = site["functionAppConfig"]
     assert flex["deployment"]["storage"]["authentication"]["type"] == "UserAssignedIdentity"
     assert flex["runtime"]["name"] == "python" and api.default("pythonVersion") in {"3.11", "3.12"}
     assert api.default("instanceMemoryMB") == 2048
     assert flex["scaleAndConcurrency"]["maximumInstanceCount"] == "maximumInstanceCount"
-    # Preview Flex refused a maximum under 40 (platform facts); the mailbox limits are shared in storage instead.
-    assert main().default("functionMaximumInstanceCount") >= 40 and api.default("maximumInstanceCount") >= 40
+
+
+def min_value(template: Template, param: str) -> int:
+    (limit,) = [d["argument"] for d in template.params[param]["decorators"] if d["type"] == "min_value"]
+    return int(limit)
+
+
+def test_scale_cap_bounds_and_comments_state_the_platform_minimum_of_one() -> None:
+    """Flex accepts a maximum instance count from 1 (event-driven-scaling, "Limit scale-out"); preview said 40."""
+    api, m = Template("app/api.bicep"), main()
+    assert min_value(m, "functionMaximumInstanceCount") == 1 and min_value(api, "maximumInstanceCount") == 1
+    for path in (INFRA / "main.bicep", INFRA / "app" / "api.bicep", INFRA / "README.md"):
+        text = path.read_text()
+        assert not re.search(r"lowest maximum[^.]*accepted", text), f"{path.name} still calls 40 the minimum"
+    described = m.params["functionMaximumInstanceCount"]["decorators"]
+    assert any("1 to 1000" in str(d.get("argument")) for d in described)
+
+
+def test_telemetry_retention_is_set_on_the_workspace_not_the_component() -> None:
+    monitoring = Template("app/monitoring.bicep")
+    assert "retentionInDays" not in monitoring.module_params("appInsights")
+    assert monitoring.module_params("logAnalytics")["dataRetention"] == "retentionDays"
+    assert monitoring.module_params("appInsights")["workspaceResourceId"] == {
+        "operator": {
+            "type": "property_accessor",
+            "operands": {
+                "operand_1": "logAnalytics",
+                "operand_2": {
+                    "operator": {
+                        "type": "property_accessor",
+                        "operands": {"operand_1": "outputs", "operand_2": "resourceId"},
+                    }
+                },
+            },
+        }
+    }
+
+
+@pytest.mark.parametrize("ignore_file", [".funcignore", ".dockerignore"])
+def test_the_azd_environment_folder_never_ships_in_a_package(ignore_file: str) -> None:
+    """.azure/<env>/.env holds the environment's names and ids: not for the Function package or image context."""
+    lines = {line.strip() for line in (ROOT / ignore_file).read_text().splitlines()}
+    assert lines & {".azure", ".azure/", "/.azure", "/.azure/"}, ignore_file
 
 
 def test_application_insights_accepts_entra_tokens_only() -> None:
@@ -264,26 +319,24 @@ def test_application_insights_accepts_entra_tokens_only() -> None:
 
 def test_smtp_door_listens_behind_tcp_ingress_with_the_intake_identity() -> None:
     smtp = Template("app/smtp.bicep")
-    app = smtp.module_params("app")
+    scope = scope_of(
+        smtp,
+        image="cr.azurecr.io/smtp:1",
+        proxyCidrs="10.60.0.0/23",
+        selfSignedHosts="smtp.contoso.com",
+        **{"appInsights.properties.ConnectionString": "InstrumentationKey=0"},
+    )
+    app = evaluate(smtp, smtp.module_params("app"), scope)
     assert app["ingressTransport"] == "tcp"
     assert (app["ingressTargetPort"], app["exposedPort"]) == (2525, 25)
-    mappings = smtp.resolve(app["additionalPortMappings"]["operator"]["operands"])
-    assert mappings["false_value"] == [{"targetPort": 2587, "exposedPort": 587, "external": "external"}]
-    assert {"targetPort": 2465, "exposedPort": 465, "external": "external"} in mappings["true_value"]
     assert app["scaleSettings"]["minReplicas"] >= 1
     (container,) = app["containers"]
-    assert container["command"] == ["python", "-m", "gateway", "smtp"]
-    assert smtp.resolve("listenArgs") == ["--listen", "0.0.0.0:2525", "--listen", "0.0.0.0:2587"]
-    env = {
-        e["name"]: e["value"]
-        for e in smtp.resolve("storageEnv") + smtp.resolve("proxyEnv")["operator"]["operands"]["false_value"]
-    }
+    env = {e["name"]: e["value"] for e in container["env"]}
     assert {f"SCANGW_STORAGE__{s}" for s in STORAGE_SETTING_SUFFIXES} <= set(env)
     assert env["AZURE_CLIENT_ID"] == "identityClientId" and env["SCANGW_STORAGE__clientId"] == "identityClientId"
-    assert env["SCANGW_SMTP_PROXY_CIDRS"] == "proxyCidrs"
-    assert (
-        dotted(main().module_params("smtp")["proxyCidrs"]["operator"]["operands"]["true_value"])
-        == "smtpSubnetAddressPrefix"
+    assert env["SCANGW_SMTP_PROXY_CIDRS"] == "10.60.0.0/23"
+    assert dotted(main().outputs["SMTP_PROXY_CIDRS"]["value"]["operator"]["operands"]["true_value"]) == (
+        "smtpSubnetAddressPrefix"
     )
     registry = Template("app/smtp-registry.bicep").module_params("registry")
     assert registry["acrAdminUserEnabled"] is False and registry["anonymousPullEnabled"] is False
