@@ -8,6 +8,7 @@ import string
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from gateway.core.addresses import ascii_domain, recipient_address
 from gateway.core.errors import MalformedInput, RecipientNotAllowed
 
 #: Fits device password fields: Epson allows 20 characters; quotes, backslash, tilde and space break others.
@@ -15,7 +16,6 @@ PASSWORD_LENGTH = 20
 PASSWORD_ALPHABET = string.ascii_letters + string.digits + "-_.!#+=*"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_ADDRESS = re.compile(r"^[^@\s<>\"',;]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$")
 
 
 def generate_password() -> str:
@@ -35,21 +35,20 @@ def check_name(name: str) -> str:
 
 
 def normalise_address(text: str) -> str:
-    """Lower-case the domain only; the local part is case-preserving by RFC 5321 but matched case-insensitively."""
-    address = text.strip().strip("<>").strip()
-    if not _ADDRESS.match(address):
-        raise MalformedInput(f"'{text.strip()[:80]}' is not an email address.")
-    local, _, domain = address.rpartition("@")
-    return f"{local}@{domain.lower()}"
+    """The address as delivered (see gateway.core.addresses); the local part keeps its case, the domain is
+    lower case and ASCII. Raises MalformedInput naming the address."""
+    return recipient_address(text)
 
 
 def check_pattern(pattern: str) -> str:
     p = pattern.strip()
     if p.startswith("*@"):
-        domain = p[2:].lower()
-        if not re.match(r"^[a-z0-9.-]+\.[a-z0-9-]+$", domain):
-            raise MalformedInput(f"'{pattern}' is not an allowed-recipient pattern: use name@domain or *@domain.")
-        return "*@" + domain
+        try:
+            return "*@" + ascii_domain(p[2:])
+        except ValueError:
+            raise MalformedInput(
+                f"'{pattern}' is not an allowed-recipient pattern: use name@domain or *@domain."
+            ) from None
     return normalise_address(p)
 
 
@@ -132,6 +131,7 @@ def check_recipients(device: Device, recipients: list[str], default_sender: str 
             raise MalformedInput("No recipient: add ?to=name@example.com, or give the device a default recipient.")
         recipients = [device.default_to]
     result: list[str] = []
+    seen: set[str] = set()  # a set, not a scan of `result`: 30,000 recipients must not take quadratic time
     for raw in recipients:
         address = normalise_address(raw)
         if not recipient_allowed(device, address, default_sender):
@@ -140,6 +140,7 @@ def check_recipients(device: Device, recipients: list[str], default_sender: str 
                 f"(scangw devices update {device.name} --allow-to {address}).",
                 recipient=address,
             )
-        if address.lower() not in {r.lower() for r in result}:
+        if address.lower() not in seen:
+            seen.add(address.lower())
             result.append(address)
     return tuple(result)
