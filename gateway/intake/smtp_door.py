@@ -7,6 +7,7 @@ per event (connect, TLS, auth, refused recipient, queued or rejected message).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -43,6 +44,16 @@ def reply(code: str, text: str) -> str:
     """One ASCII line: replies carry messages built from device input, which must not break the protocol."""
     clean = " ".join(text.split()).encode("ascii", errors="replace").decode("ascii")
     return f"{code} {clean}"[:510]
+
+
+def _utf8(text: str) -> bool:
+    """aiosmtpd keeps bytes that are not UTF-8 as lone surrogates (SMTPUTF8 mode): such an address can be
+    neither delivered nor written anywhere."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Door:
@@ -146,6 +157,9 @@ class Door:
         assert device is not None  # check_auth_needed ran first
         if len(envelope.rcpt_tos) >= self.limits.max_recipients:
             return f"452 4.5.3 Too many recipients: at most {self.limits.max_recipients} per message"
+        if not _utf8(address):
+            log.warning("event=smtp.rcpt result=refused reason=not_utf8 peer=%s device=%s", server.peer_ip, device.name)
+            return "553 5.1.3 The recipient address is not valid UTF-8: check the address on the device"
         try:
             (normalised,) = check_recipients(device, [address], self.settings.sender)
         except RecipientNotAllowed as exc:
@@ -195,7 +209,13 @@ class Door:
             )
             server.queued += 1
             return f"250 2.0.0 Ok: queued as {job.id}", True
-        if not await reader.drain(cap=self.max_bytes * 2):
+        try:
+            async with asyncio.timeout(self.limits.oversize_drain_seconds):
+                drained = await reader.drain(cap=max(self.limits.oversize_drain_bytes, self.max_bytes))
+        except TimeoutError:
+            drained = False
+        if not drained:
+            log.warning("event=smtp.drain_cut %s received=%d (closing: past the drain bound)", fields, reader.received)
             return reply("552 5.3.4", str(MessageTooLarge(self.max_bytes))), False
         return status, True
 

@@ -28,6 +28,11 @@ class SmtpLimits:
     idle_timeout_seconds: float = 300.0
     #: On SIGTERM, sessions in DATA get this long to finish before they are cut (nothing half-stored).
     stop_deadline_seconds: float = 60.0
+    #: A refused message (too large, storage down) is read to its final dot and dropped, so that clients still
+    #: writing read the refusal instead of a reset (a reset is temporary: they would retry for days). Past
+    #: these bounds the door answers and closes the connection instead.
+    oversize_drain_bytes: int = 1024 * 1024 * 1024
+    oversize_drain_seconds: float = 600.0
 
 
 def address_in(address: str, networks: Iterable[Network]) -> bool:

@@ -50,6 +50,9 @@ class ScanSMTP(SMTP):
             auth_required=False,  # our check_auth_needed decides (password or allow-listed address)
             auth_require_tls=door.require_tls_auth and not implicit_tls,
             loop=asyncio.get_running_loop(),
+            # RFC 6531: relays (Postfix) bounce mail with raw UTF-8 headers when this is not offered. The door
+            # stores raw UTF-8 headers as they come; addresses go through the recipient policy like any other.
+            enable_SMTPUTF8=True,
         )
         self.door = door
         self.implicit_tls = implicit_tls

@@ -262,12 +262,12 @@ class Dialogue:
             line = self.file.readline()
             if not line:
                 raise ConnectionError("server closed the connection")
-            lines.append(line.decode("ascii").rstrip("\r\n"))
+            lines.append(line.decode("utf-8").rstrip("\r\n"))
             if line[3:4] != b"-":
                 return "\n".join(lines)
 
     def send(self, data: bytes | str) -> None:
-        self.sock.sendall(data.encode("ascii") if isinstance(data, str) else data)
+        self.sock.sendall(data.encode("utf-8") if isinstance(data, str) else data)
 
     def ask(self, line: str) -> str:
         self.send(line + "\r\n")
