@@ -138,7 +138,7 @@ async def sweep(args: argparse.Namespace, settings: Settings) -> int:
             )
         print(
             f"retention: {report.bytes_deleted} scans' bytes, {report.records_deleted} job records, "
-            f"{report.orphans_deleted} orphans deleted"
+            f"{report.orphans_deleted} orphans, {report.temporary_deleted} temporary files deleted"
         )
         return 0
     finally:

@@ -21,6 +21,8 @@ log = logging.getLogger("scangw.retention")
 
 #: Blobs with no job record are an intake that never finished; give it ample time before sweeping.
 ORPHAN_HOURS = 24.0
+#: A temporary file of the embedded spool untouched this long was left by a process killed mid-write.
+STALE_TEMPORARY_HOURS = 1.0
 
 
 @dataclass
@@ -28,6 +30,7 @@ class SweepReport:
     bytes_deleted: int = 0
     records_deleted: int = 0
     orphans_deleted: int = 0
+    temporary_deleted: int = 0
     mail: MailboxReport | None = None
 
 
@@ -68,10 +71,14 @@ async def sweep(services: Services, now: datetime | None = None, housekeeper: Ho
         if created is not None and (now.timestamp() * 1000 - created) / 3_600_000 >= ORPHAN_HOURS:
             await services.spool.blobs.delete_prefix(f"{prefix}/")
             report.orphans_deleted += 1
+    sweep_incoming = getattr(services.spool.blobs, "sweep_incoming", None)  # the embedded spool's temporary files
+    if sweep_incoming is not None:
+        report.temporary_deleted = await sweep_incoming(STALE_TEMPORARY_HOURS * 3600)
     log.info(
-        "retention bytes_deleted=%d records_deleted=%d orphans_deleted=%d",
+        "retention bytes_deleted=%d records_deleted=%d orphans_deleted=%d temporary_deleted=%d",
         report.bytes_deleted,
         report.records_deleted,
         report.orphans_deleted,
+        report.temporary_deleted,
     )
     return report

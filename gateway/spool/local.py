@@ -9,6 +9,7 @@ lease runs out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 from gateway.core.errors import StorageUnavailable
 from gateway.core.ports import CHUNK, Conflict, NotFound, QueueLease, Record, Spool
+from gateway.core.settle import settled
 
 T = TypeVar("T")
 
@@ -62,7 +64,9 @@ class _Database:
                 raise StorageUnavailable(f"local spool database error: {exc}") from exc
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.to_thread(self._locked, fn)
+        # Settled: a transaction waiting for the lock commits even if its caller goes away meanwhile, so the
+        # caller must learn of it before it cleans up (gateway.core.settle).
+        return await settled(asyncio.to_thread(self._locked, fn))
 
     def close(self) -> None:
         """Idempotent: the queue and the tables share this connection."""
@@ -76,6 +80,25 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _finish_file(handle: Any, tail: bytes | bytearray) -> None:
+    handle.write(tail)
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _place(tmp: Path, final: Path) -> None:
+    """Rename into place; a delete may remove the emptied folder between mkdir and rename, so try again."""
+    for attempt in range(3):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(tmp, final)
+            break
+        except FileNotFoundError:
+            if attempt == 2 or not tmp.exists():
+                raise
+    _fsync_dir(final.parent)
 
 
 class LocalBlobStore:
@@ -96,7 +119,7 @@ class LocalBlobStore:
         tmp = self._tmp / f"{secrets.token_hex(8)}.part"
         size = 0
         try:
-            handle = await asyncio.to_thread(open, tmp, "wb")
+            handle = await settled(asyncio.to_thread(open, tmp, "wb"))
             try:
                 # Coalesce small network reads (~64 KiB) so the thread hop is paid per MiB, not per read.
                 pending = bytearray()
@@ -104,16 +127,12 @@ class LocalBlobStore:
                     pending += chunk
                     size += len(chunk)
                     if len(pending) >= CHUNK:
-                        await asyncio.to_thread(handle.write, pending)
+                        await settled(asyncio.to_thread(handle.write, pending))
                         pending = bytearray()
-                await asyncio.to_thread(handle.write, pending)
-                await asyncio.to_thread(handle.flush)
-                await asyncio.to_thread(os.fsync, handle.fileno())
+                await settled(asyncio.to_thread(_finish_file, handle, pending))
             finally:
                 handle.close()
-            await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
-            await asyncio.to_thread(os.replace, tmp, final)
-            await asyncio.to_thread(_fsync_dir, final.parent)
+            await settled(asyncio.to_thread(_place, tmp, final))
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StorageUnavailable(f"local spool cannot write {name}: {exc.strerror}") from exc
@@ -152,26 +171,78 @@ class LocalBlobStore:
         except FileNotFoundError as exc:
             raise NotFound(name) from exc
 
-    async def list(self, prefix: str) -> list[str]:
-        def scan() -> list[str]:
-            names = []
-            for dirpath, _dirs, files in os.walk(self.root):
-                rel = Path(dirpath).relative_to(self.root)
-                if rel.parts[:1] == (".incoming",):
-                    continue
-                for f in files:
-                    name = "/".join((*rel.parts, f))
-                    if name.startswith(prefix):
-                        names.append(name)
-            return sorted(names)
+    def _names(self, prefix: str) -> tuple[list[str], list[Path]]:
+        """The blobs under `prefix` and the folders holding them (deepest first), looking only in the folder
+        the prefix points into: a job's files cost the same to find among ten jobs as among a million."""
+        head, _, stem = prefix.rpartition("/")
+        base = self._path(head) if head else self.root
+        names: list[str] = []
+        folders: list[Path] = []
 
-        return await asyncio.to_thread(scan)
+        def walk(folder: Path, rel: str, match: str) -> None:
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            for entry in entries:
+                if not entry.name.startswith(match) or (folder == self.root and entry.name == ".incoming"):
+                    continue
+                name = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    walk(Path(entry.path), name, "")
+                    folders.append(Path(entry.path))
+                else:
+                    names.append(name)
+
+        walk(base, head, stem)
+        return sorted(names), folders
+
+    async def list(self, prefix: str) -> list[str]:
+        names, _folders = await asyncio.to_thread(self._names, prefix)
+        return names
 
     async def delete_prefix(self, prefix: str) -> int:
-        names = await self.list(prefix)
-        for name in names:
-            await asyncio.to_thread(self._path(name).unlink, missing_ok=True)
-        return len(names)
+        """Delete the blobs under `prefix` and every folder this leaves empty, up to the container."""
+
+        def delete() -> int:
+            names, folders = self._names(prefix)
+            for name in names:
+                self._path(name).unlink(missing_ok=True)
+            for folder in folders:  # deepest first; a folder a writer has just filled again stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            head = prefix.rpartition("/")[0]
+            if head:
+                self._prune(self._path(head))
+            return len(names)
+
+        return await settled(asyncio.to_thread(delete))
+
+    def _prune(self, folder: Path) -> None:
+        """Remove `folder` and its parents while they are empty, never the container itself."""
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone): the parents are not empty either
+                if folder.exists():
+                    return
+            folder = folder.parent
+
+    async def sweep_incoming(self, older_than: float) -> int:
+        """Remove temporary files no write has touched for `older_than` seconds: left by a process that was
+        killed mid-write (a live write renews its file's modification time with every chunk)."""
+
+        def sweep() -> int:
+            cutoff = time.time() - older_than
+            removed = 0
+            for entry in os.scandir(self._tmp):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed += 1
+            return removed
+
+        return await asyncio.to_thread(sweep)
 
     async def link_key(self) -> bytes:
         """The key that seals download links (`gateway.core.links`): made once, kept beside the spool, shared
