@@ -1,20 +1,41 @@
-"""Read a non-delivery report (RFC 3464 `multipart/report; report-type=delivery-status`) that came back to
-the sender mailbox, and tell which of our messages bounced, for which recipients, and why.
+"""Read a non-delivery report that came back to the sender mailbox, and tell which of our messages
+bounced, for which recipients, and why.
 
-Graph's 202 only means Exchange accepted the send; a recipient refused later comes back as such a report.
-It names the original by Message-ID (in the returned message or its headers), and each refused recipient
-in a `message/delivery-status` block (Final-Recipient, Action: failed, Status, Diagnostic-Code). Reports
-are read from the head of their MIME, so a returned 100 MB original never has to be read whole.
+Graph's 202 only means Exchange accepted the send; a recipient refused later comes back as a report. Real
+reports come in several shapes, all read here:
+
+- RFC 3464 `multipart/report` (Exchange Online, Outlook.com, Postfix, Gmail, ...): the original's
+  Message-ID in the returned message or its headers part, each recipient in a `message/delivery-status`
+  block. Office 365 sometimes returns neither: the original's headers are then prose ("Original message
+  headers:") in the text part.
+- `message/delivery-status` inside `multipart/mixed` (OpenSMTPD and others): read the same way.
+- Exchange 2003's `multipart/mixed` with the original attached as `message/rfc822`.
+- Plain text (qmail, some Office 365 relays): the address and the 5.x.x code where those write them.
+
+Only a report that says a recipient failed is a bounce: a failed Action (or, without Actions, a 5.x.x
+Status), a 5.x.x code in the report's words, or the wording only a failure report uses. A delay notice
+(`Action: delayed`, a 4.x.x code) and an auto-reply (out of office; it names our Message-ID in
+In-Reply-To) are not. Reports are read from the head of their MIME, so a returned 100 MB original is never
+read whole.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import Message
 from email.parser import HeaderParser
+
+from gateway.core.bounce_fields import UNNAMED, entries
+from gateway.core.bounce_prose import (
+    first_code,
+    is_auto_reply,
+    refusals,
+    says_failed,
+    split_at_original,
+    text_of,
+)
 
 #: Job progress keys: the mailbox a sent job went out from (where its bounces arrive), whom a failure notice
 #: goes to once the parsed message is gone, and the recipients a bounce named.
@@ -55,43 +76,50 @@ def job_id_of(message_id: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def _text(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    if isinstance(payload, bytes):
-        return payload.decode("utf-8", "replace")
-    return str(part.get_payload())
+def _parts(report: Message) -> tuple[list[Message], list[Message]]:
+    """(the report's own leaf and delivery-status parts, the returned originals), never descending into a
+    returned original: a bounce of a bounce must not be read as its own report."""
+    own: list[Message] = []
+    originals: list[Message] = []
 
-
-def _status_blocks(part: Message) -> list[Message]:
-    """The header blocks of a message/delivery-status part (Python parses them as sub-messages)."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return [p for p in payload if isinstance(p, Message)]
-    text = payload if isinstance(payload, str) else ""
-    return [
-        HeaderParser().parsestr(block.strip() + "\n") for block in re.split(r"\r?\n\s*\r?\n", text) if block.strip()
-    ]
-
-
-def _address(field: str | None) -> str:
-    value = str(field or "")
-    return value.split(";", 1)[1].strip() if ";" in value else value.strip()
-
-
-def _original_id(report: Message) -> str | None:
-    for part in report.walk():
+    def visit(part: Message) -> None:
         kind = part.get_content_type()
-        if kind == "message/rfc822":
-            inner = part.get_payload()
-            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-                found = job_id_of(str(inner[0].get("Message-ID", "")))
-                if found:
-                    return found
-        elif kind in ("text/rfc822-headers", "message/rfc822-headers"):
-            headers = HeaderParser().parsestr(_text(part))
-            found = job_id_of(str(headers.get("Message-ID", "")))
+        if kind in ("message/rfc822", "message/global"):
+            originals.append(part)
+        elif kind.startswith("message/") and "delivery-status" in kind:
+            own.append(part)
+        elif part.is_multipart():
+            for sub in part.get_payload():
+                if isinstance(sub, Message):
+                    visit(sub)
+        else:
+            own.append(part)
+
+    visit(report)
+    return own, originals
+
+
+_MESSAGE_ID_LINE = re.compile(r"^[ \t>]*Message-ID:[ \t]*\n?[ \t]*(<[^<>\s]+>)", re.I | re.M)
+
+
+def _original_job(report: Message, own: list[Message], originals: list[Message], prose: str) -> str | None:
+    """Our job the report is about: the returned original's Message-ID, its headers part, the headers
+    quoted in the prose, then the report's own In-Reply-To/References."""
+    for part in originals:
+        inner = part.get_payload()
+        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+            found = job_id_of(str(inner[0].get("Message-ID", "")))
             if found:
                 return found
+    for part in own:
+        if part.get_content_type() in ("text/rfc822-headers", "message/rfc822-headers"):
+            found = job_id_of(str(HeaderParser().parsestr(text_of(part)).get("Message-ID", "")))
+            if found:
+                return found
+    for match in _MESSAGE_ID_LINE.finditer(prose):
+        found = job_id_of(match.group(1))
+        if found:
+            return found
     for name in ("In-Reply-To", "References"):
         found = job_id_of(str(report.get(name, "")))
         if found:
@@ -99,51 +127,38 @@ def _original_id(report: Message) -> str | None:
     return None
 
 
-_FINAL_RECIPIENT = re.compile(r"^Final-Recipient:\s*(?:rfc822\s*;)?\s*<?([^\s<>;]+@[^\s<>;]+)>?", re.I | re.M)
-_STATUS = re.compile(r"^Status:\s*([245]\.\d{1,3}\.\d{1,3})", re.I | re.M)
-_DIAGNOSTIC = re.compile(r"^Diagnostic-Code:\s*(?:smtp\s*;)?\s*(.+)$", re.I | re.M)
+def _from_prose(report: Message, words: str) -> list[Refusal]:
+    """Refusals a report without delivery-status fields states in its words (before the quoted original)."""
+    paired, listed = refusals(words)
+    if paired:
+        return list({r.recipient: Refusal(r.recipient, r.status, r.diagnostic) for r in paired}.values())
+    if is_auto_reply(report):
+        return []  # an auto-reply counts only when it pairs an address with a 5.x.x code, as a relay's NDR does
+    code = first_code(words, "5")
+    if code is None and not says_failed(str(report.get("Subject", "")), words):
+        return []
+    if code is None and first_code(words, "4") is not None:
+        return []  # wording aside, the only code it gives says "try again later"
+    status = code.group(0) if code else ""
+    line = words[words.rfind("\n", 0, code.start()) + 1 : words.find("\n", code.end())] if code else ""
+    diagnostic = " ".join(line.split()).strip("'\"")[:300]
+    return [Refusal(r, status, diagnostic) for r in listed or [UNNAMED]]
 
 
-def _from_text(report: Message) -> Bounce | None:
-    """A report Exchange says is a non-delivery report (message class REPORT.IPM.Note.NDR) whose MIME is not
-    a well-formed multipart/report: look for our Message-ID and the delivery-status fields in its text."""
-    texts = [_text(part) for part in report.walk() if not part.is_multipart()]
-    texts.append("\n".join(f"{k}: {v}" for k, v in report.items()))
-    whole = html.unescape("\n".join(texts))  # an HTML body writes the Message-ID as &lt;scan...&gt;
-    job_id = job_id_of(whole)
-    if job_id is None:
-        return None
-    actions = {a.lower() for a in re.findall(r"^Action:\s*(\w+)", whole, re.I | re.M)}
-    if actions and "failed" not in actions:
-        return None  # delayed or delivered: nothing failed yet
-    recipients = list(dict.fromkeys(m.lower() for m in _FINAL_RECIPIENT.findall(whole)))
-    status = next(iter(_STATUS.findall(whole)), "")
-    diagnostic = " ".join(next(iter(_DIAGNOSTIC.findall(whole)), "").split())[:300]
-    refused = [Refusal(r, status, diagnostic) for r in recipients] or [Refusal("a recipient", status, diagnostic)]
-    return Bounce(job_id, tuple(refused))
-
-
-def read_bounce(head: bytes, is_ndr: bool = False) -> Bounce | None:
-    """The bounce `head` (the start of a report's MIME) describes, or None if it is not one of ours.
-
-    Only recipients with `Action: failed` count: a `delayed` report is Exchange still trying. `is_ndr` says
-    the mailbox classed the item as a non-delivery report: then a report that is not RFC 3464 in shape is
-    still read, from its text.
-    """
+def read_bounce(head: bytes) -> Bounce | None:
+    """The bounce `head` (the start of a message's MIME) describes, or None if it is not a failure report
+    about one of ours. Any message class may be passed: what decides is what the message says."""
     report = message_from_bytes(head, policy=policy.compat32)
-    if report.get_content_type() != "multipart/report":
-        return _from_text(report) if is_ndr else None
-    job_id = _original_id(report)
+    own, originals = _parts(report)
+    texts = [text_of(p) for p in own if p.get_content_maintype() == "text" and "headers" not in p.get_content_type()]
+    prose = "\n\n".join(texts)
+    job_id = _original_job(report, own, originals, prose)
     if job_id is None:
         return None
-    refused: list[Refusal] = []
-    for part in report.walk():
-        if part.get_content_type() != "message/delivery-status":
-            continue
-        for block in _status_blocks(part):
-            recipient = _address(block.get("Final-Recipient") or block.get("Original-Recipient"))
-            if not recipient or str(block.get("Action", "")).strip().lower() != "failed":
-                continue
-            diagnostic = " ".join(_address(block.get("Diagnostic-Code")).split())
-            refused.append(Refusal(recipient, str(block.get("Status", "")).strip(), diagnostic[:300]))
+    fields = entries(own)
+    if fields:  # the fields are authoritative: a delay or a delivery is never a refusal
+        refused = [Refusal(e.recipient, e.status, e.diagnostic) for e in fields if e.refused]
+    else:
+        words = "\n\n".join(split_at_original(t)[0] for t in texts)
+        refused = _from_prose(report, words)
     return Bounce(job_id, tuple(refused)) if refused else None

@@ -2,7 +2,8 @@
 and abandoned upload sessions away.
 
 - Bounces. Graph's 202 is not delivery: a recipient refused later comes back as a non-delivery report in the
-  sender mailbox's Inbox. Reports newer than the oldest recently sent job are read (only the head of their
+  sender mailbox's Inbox, classed REPORT.IPM.Note.NDR when it is RFC 3464 in shape, IPM.Note when it is not
+  (see REPORT_CLASSES). Reports newer than the oldest recently sent job are read (only the head of their
   MIME), matched to a job by the original Message-ID, and the job is re-queued with `failing` set, so the
   delivery agent sends the failure notice through its usual resumable path and ends the job `failed`. A job
   is only ever moved from `sent`, so reading the same report twice changes nothing.
@@ -41,7 +42,14 @@ BOUNCE_WINDOW_HOURS = 50.0
 DRAFT_AGE_HOURS = 1.0
 #: The per-recipient status sits near the top of a report; the returned original (maybe 100 MB) is not read.
 REPORT_HEAD_BYTES = 256 * 1024
-NDR_CLASS = "report.ipm.note.ndr"
+#: Message classes (PR_MESSAGE_CLASS, compared case-insensitively) whose items may be failure reports.
+#: Exchange's MIME reader classes a top-level RFC 3464 report by its most severe Action ([MS-OXCMAIL]
+#: 2.2.3.7.1): `failed` gives REPORT.IPM.Note.NDR, `delayed`/`delivered`/`relayed`/`expanded` give the
+#: REPORT.IPM.Note.*DR classes, never read here. Any other shape (plain text, `multipart/mixed` with the
+#: status or the original inside, auto-replies from outside) arrives as plain IPM.Note: read it too, and let
+#: the reader decide from what it says. Exchange's own out-of-office replies (IPM.Note.Rules.OofTemplate.*)
+#: and read receipts (REPORT.IPM.Note.IPNRN/IPNNRN) are never reports.
+REPORT_CLASSES = frozenset({"report.ipm.note.ndr", "ipm.note"})
 
 
 class MailboxApi(Protocol):
@@ -98,9 +106,9 @@ async def read_bounces(services: Services, api: MailboxApi, jobs: list[Job], now
             # A report cannot predate its message; the minute of slack covers clock skew with Exchange.
             inbox = await api.folder_since(mailbox, "inbox", "receivedDateTime", "ge", since - 60, with_class=True)
             for item in inbox:
-                if item.message_class.lower() != NDR_CLASS:
-                    continue
-                bounce = read_bounce(await api.message_head(mailbox, item.id, REPORT_HEAD_BYTES), is_ndr=True)
+                if item.message_class.lower() not in REPORT_CLASSES or job_id_of(item.internet_message_id):
+                    continue  # our own message (a copy, a notice) is never a report about itself
+                bounce = read_bounce(await api.message_head(mailbox, item.id, REPORT_HEAD_BYTES))
                 target = sent.get(bounce.job_id) if bounce else None
                 if bounce is None or target is None:
                     continue

@@ -147,6 +147,37 @@ def test_reports_that_are_not_ours_or_only_delayed_are_ignored(tmp_path: Path, g
     with_gateway(tmp_path, graph, scenario)
 
 
+def test_each_message_class_is_read_or_left_as_exchange_classes_it(tmp_path: Path, graph: FakeGraph) -> None:
+    """Exchange classes a plain-text or multipart/mixed report IPM.Note (only a top-level RFC 3464 report
+    becomes REPORT.IPM.Note.NDR): those are read for what they say; delay and delivery classes never are."""
+    corpus = Path(__file__).resolve().parents[1] / "data" / "bounces"
+
+    def as_ours(name: str, job: Job, old: str) -> bytes:
+        return (corpus / name).read_bytes().replace(old.encode(), job.id.encode())
+
+    async def scenario(gw: Gateway) -> None:
+        plain, replied, delayed = (
+            await gw.scan("x@example.com"),
+            await gw.scan("y@example.com"),
+            await gw.scan("z@example.com"),
+        )
+        await gw.worker.drain()
+        graph.add_inbox_item(MB, as_ours("qmail_plain_text.eml", plain, "018f3a2b4c5d000000000004"), "IPM.Note")
+        graph.add_inbox_item(MB, as_ours("autoreply_out_of_office.eml", replied, "018f3a2b4c5d000000000008"))
+        failure = as_ours("opensmtpd_mixed_failed.eml", delayed, "018f3a2b4c5d000000000007")
+        graph.add_inbox_item(MB, failure, "REPORT.IPM.Note.Delayed.DR")  # class says delay: never fetched
+        await gw.sweep()
+        failed = await gw.drain_until(plain, JobState.FAILED)
+        assert failed.error is not None and "nobody@fabrikam.com" in failed.error and "5.1.1" in failed.error
+        assert (await gw.state(replied)).state == JobState.SENT
+        assert (await gw.state(delayed)).state == JobState.SENT
+        assert len(notices(graph)) == 1
+        fetched = [r for r in graph.requests if r.path.endswith("/$value")]
+        assert len(fetched) == 2  # the IPM.Note report and the auto-reply; not the Delayed.DR item
+
+    with_gateway(tmp_path, graph, scenario)
+
+
 def test_orphan_drafts_go_once_their_job_is_finished_and_nothing_else_does(tmp_path: Path, graph: FakeGraph) -> None:
     async def scenario(gw: Gateway) -> None:
         sent = await gw.scan("bob@example.com")

@@ -76,8 +76,8 @@ def test_only_our_message_ids_name_a_job() -> None:
     assert job_id_of("<abc@contoso.com>") is None
 
 
-def test_an_ndr_that_is_not_rfc_3464_in_shape_is_read_from_its_text() -> None:
-    """Exchange classed it REPORT.IPM.Note.NDR, but its MIME is a plain HTML message (as some converters do)."""
+def test_a_report_whose_mime_is_not_rfc_3464_is_read_from_its_text() -> None:
+    """Some converters hand Exchange a plain HTML message; what decides is what it says, not its class."""
     html = (
         "From: postmaster@contoso.com\r\nSubject: Undeliverable: Scan from mfp1\r\nMIME-Version: 1.0\r\n"
         "Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
@@ -86,10 +86,25 @@ def test_an_ndr_that_is_not_rfc_3464_in_shape_is_read_from_its_text() -> None:
         "Diagnostic-Code: smtp;550 5.1.1 User unknown\r\n"
         f"Message-ID: &lt;scan.{JOB}@contoso.com&gt;</pre>\r\n"
     ).encode()
-    assert read_bounce(html) is None  # without Exchange's word that it is a report, plain mail is not a bounce
-    bounce = read_bounce(html, is_ndr=True)
+    bounce = read_bounce(html)
     assert bounce is not None and bounce.job_id == JOB
-    assert [(r.recipient, r.status, r.diagnostic) for r in bounce.refused] == [
-        ("gone@fabrikam.com", "5.1.1", "550 5.1.1 User unknown")
-    ]
-    assert read_bounce(html.replace(b"Action: failed", b"Action: delayed"), is_ndr=True) is None
+    assert [(r.recipient, r.status) for r in bounce.refused] == [("gone@fabrikam.com", "5.1.1")]
+    assert "User unknown" in bounce.refused[0].diagnostic
+    delayed = html.replace(b"Status: 5.1.1", b"Status: 4.4.7").replace(b"550 5.1.1", b"451 4.4.7")
+    assert read_bounce(delayed.replace(b"Undeliverable:", b"Delayed:").replace(b"has failed", b"is delayed")) is None
+
+
+def test_a_status_with_a_comment_keeps_the_code_and_gives_the_words_to_the_diagnostic() -> None:
+    report = EXCHANGE_NDR.replace(b"Status: 5.1.1", b"Status: 5.1.1 (bad destination mailbox address)")
+    bounce = read_bounce(report)
+    assert bounce is not None and bounce.refused[0].status == "5.1.1"
+    assert "bad destination mailbox address" in bounce.refused[0].diagnostic
+
+
+def test_a_recipient_that_is_not_an_address_is_not_passed_on_as_one() -> None:
+    report = EXCHANGE_NDR.replace(b"Original-Recipient: rfc822;Nobody@Fabrikam.com\r\n", b"").replace(
+        b"Final-Recipient: rfc822;nobody@fabrikam.com", b"Final-Recipient: rfc822;|/usr/bin/procmail -f-"
+    )
+    bounce = read_bounce(report)
+    assert bounce is not None and [r.recipient for r in bounce.refused] == ["a recipient"]
+    assert "procmail" not in bounce.reason()
