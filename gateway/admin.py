@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from gateway.config import Settings
-from gateway.core.devices import Device
-from gateway.core.errors import MalformedInput
+from gateway.core.devices import Device, check_from_ip, check_name
+from gateway.core.errors import ConfigError, MalformedInput, UsageError
 from gateway.core.jobs import Job, JobState
 from gateway.services import Services, build
 
@@ -26,32 +26,44 @@ def _credentials(device: Device, password: str, as_json: bool) -> None:
         print("Store the password in the device now: it is shown only once.")
 
 
-def _device_fields(args: argparse.Namespace) -> dict[str, Any]:
+def _device_fields(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    risk = getattr(args, "open_relay_risk", False)
     fields = {
         "sender": args.sender,
         "sender_name": args.sender_name,
         "reply_to": args.reply_to,
         "default_to": args.default_to,
         "allow_to": args.allow_to,
-        "from_ip": args.from_ip,
+        "from_ip": _check_from_ip(settings, args.from_ip, risk),
     }
+    if args.action == "update":
+        for option in ("allow_to", "from_ip"):
+            if getattr(args, option) and (getattr(args, f"add_{option}") or getattr(args, f"remove_{option}")):
+                flag = option.replace("_", "-")
+                raise UsageError(
+                    f"--{flag} replaces the whole list; give either it or --add-{flag}/--remove-{flag}, not both."
+                )
+        fields["add_allow_to"] = args.add_allow_to or None
+        fields["remove_allow_to"] = args.remove_allow_to or None
+        fields["add_from_ip"] = _check_from_ip(settings, args.add_from_ip, risk)
+        fields["remove_from_ip"] = _check_from_ip(settings, args.remove_from_ip, True, adding=False)
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _check_from_ip(settings: Settings, cidrs: list[str] | None) -> None:
-    """Behind a TCP proxy every client has the proxy's address: trusting it would open the relay."""
-    if cidrs and settings.smtp_proxy_cidrs:
-        raise MalformedInput(
-            "--from-ip cannot be used while SCANGW_SMTP_PROXY_CIDRS is set: behind a TCP proxy (e.g. Container "
-            "Apps ingress) every client appears with the proxy's address. Use device credentials instead."
+def _check_from_ip(
+    settings: Settings, cidrs: list[str] | None, allow_public: bool, adding: bool = True
+) -> list[str] | None:
+    """Behind a TCP proxy every client has the proxy's address: trusting it would open the relay; and a range
+    that is not private opens it to the internet unless the admin says it is theirs."""
+    if not cidrs:
+        return None
+    if adding and settings.smtp_proxy_cidrs:
+        raise ConfigError(
+            "SCANGW_SMTP_PROXY_CIDRS",
+            "--from-ip cannot be used while it is set: behind a TCP proxy (e.g. Container Apps ingress) every "
+            "client appears with the proxy's address. Use device credentials instead.",
         )
-    import ipaddress
-
-    for cidr in cidrs or []:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise MalformedInput(f"--from-ip '{cidr}' is not an address or CIDR like 192.168.1.0/24.") from None
+    return [check_from_ip(cidr, allow_public) for cidr in cidrs]
 
 
 async def _with_services(settings: Settings) -> Services:
@@ -63,12 +75,11 @@ async def devices(args: argparse.Namespace, settings: Settings) -> int:
     try:
         registry = svc.registry
         if args.action == "add":
-            _check_from_ip(settings, args.from_ip)
-            device, password = await registry.add(args.name, **_device_fields(args))
+            check_name(args.name)
+            device, password = await registry.add(args.name, **_device_fields(args, settings))
             _credentials(device, password, args.json)
         elif args.action == "update":
-            _check_from_ip(settings, args.from_ip)
-            device = await registry.update(args.name, **_device_fields(args))
+            device = await registry.update(args.name, **_device_fields(args, settings))
             print(json.dumps(device.public(), indent=2))
         elif args.action == "rotate":
             device, password = await registry.rotate(args.name)
@@ -77,7 +88,7 @@ async def devices(args: argparse.Namespace, settings: Settings) -> int:
             await registry.revoke(args.name)
             print(f"device {args.name} revoked")
         elif args.action == "show":
-            print(json.dumps((await registry.require(args.name)).public(), indent=2))
+            print(json.dumps((await registry.require(args.name)).public(), indent=None if args.json else 2))
         else:
             listed = [d.public() for d in await registry.list()]
             if args.json:

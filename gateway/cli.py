@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from gateway.config import Settings, load_settings
-from gateway.core.errors import ConfigError, GatewayError, StorageUnavailable
+from gateway.core.errors import ConfigError, GatewayError, StorageUnavailable, UsageError
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
@@ -66,12 +66,36 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--default-to", metavar="ADDR", help="recipient when the device names none")
         p.add_argument("--allow-to", action="append", metavar="PATTERN", help="address or *@domain (repeatable)")
         p.add_argument("--from-ip", action="append", metavar="CIDR", help="accept SMTP without AUTH from here")
+        p.add_argument(
+            "--i-understand-open-relay-risk",
+            dest="open_relay_risk",
+            action="store_true",
+            help="take a --from-ip range that is not private (anyone in it sends without a password)",
+        )
         if name == "add":
             p.add_argument("--json", action="store_true")
+        else:
+            for verb in ("add", "remove"):
+                p.add_argument(
+                    f"--{verb}-allow-to",
+                    action="append",
+                    default=[],
+                    metavar="PATTERN",
+                    help=f"{verb} one allowed recipient, keeping the others (repeatable)",
+                )
+                p.add_argument(
+                    f"--{verb}-from-ip",
+                    action="append",
+                    default=[],
+                    metavar="CIDR",
+                    help=f"{verb} one --from-ip range, keeping the others (repeatable)",
+                )
     p = devices.add_parser("list", help="list devices")
     p.add_argument("--json", action="store_true")
-    for name in ("show", "revoke"):
-        devices.add_parser(name, help=f"{name} a device").add_argument("name")
+    p = devices.add_parser("show", help="show a device")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    devices.add_parser("revoke", help="revoke a device").add_argument("name")
     p = devices.add_parser("rotate", help="new password for a device")
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
@@ -106,6 +130,15 @@ def _handler(args: argparse.Namespace) -> Handler:
 
 
 def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> int:
+    try:
+        code = _main(argv, env)
+        sys.stdout.flush()  # here, not at interpreter exit, where a closed pipe could not be handled
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _main(argv: Sequence[str] | None, env: dict[str, str] | None) -> int:
     args = build_parser().parse_args(argv)
     environ = dict(os.environ if env is None else env)
     if args.command == "dev":
@@ -121,9 +154,18 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
         return asyncio.run(_handler(args)(args, settings))
     except GatewayError as exc:
         print(f"scangw: {_describe(exc)}", file=sys.stderr)
-        return 2 if isinstance(exc, ConfigError) else 1
+        return 2 if isinstance(exc, ConfigError | UsageError) else 1
     except KeyboardInterrupt:
         return 0
+
+
+def _reader_gone() -> int:
+    """`scangw jobs list | head -1`: the reader left, which is its right; say nothing and exit 0.
+
+    stdout is pointed at /dev/null so the interpreter's final flush does not fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
 
 
 def _describe(exc: GatewayError) -> str:

@@ -20,7 +20,16 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from gateway.core.devices import Device, check_name, check_pattern, generate_password, normalise_address
+from gateway.core.devices import (
+    Device,
+    check_name,
+    check_pattern,
+    edited,
+    generate_password,
+    normalise_address,
+    same_network,
+    same_pattern,
+)
 from gateway.core.errors import AuthenticationFailed, MalformedInput
 from gateway.core.jobs import iso
 from gateway.core.ports import Conflict, Table
@@ -84,8 +93,18 @@ class DeviceRegistry:
             raise MalformedInput(f"A device named '{name}' exists already; use rotate or revoke.") from None
         return device, password
 
-    async def update(self, name: str, **changes: Any) -> Device:
-        """Change a device's policy (not its password) with an etag-checked write."""
+    async def update(
+        self,
+        name: str,
+        *,
+        add_allow_to: Sequence[str] = (),
+        remove_allow_to: Sequence[str] = (),
+        add_from_ip: Sequence[str] = (),
+        remove_from_ip: Sequence[str] = (),
+        **changes: Any,
+    ) -> Device:
+        """Change a device's policy (not its password) with an etag-checked write. `add_*`/`remove_*` change
+        one entry of a list against the record as read, so the rest of the list is kept."""
         record = await self._table.get(name.lower())
         if record is None:
             raise MalformedInput(f"No device named '{name}'. See: scangw devices list")
@@ -94,7 +113,17 @@ class DeviceRegistry:
                 changes[key] = normalise_address(changes[key])
         if "allow_to" in changes:
             changes["allow_to"] = tuple(check_pattern(p) for p in changes["allow_to"])
-        device = replace(Device.from_record(record.data), **changes)
+        if "from_ip" in changes:
+            changes["from_ip"] = tuple(changes["from_ip"])
+        current = Device.from_record(record.data)
+        if add_allow_to or remove_allow_to:
+            adding = [check_pattern(p) for p in add_allow_to]
+            changes["allow_to"] = edited(current.allow_to, adding, list(remove_allow_to), same_pattern, "allow-to")
+        if add_from_ip or remove_from_ip:
+            changes["from_ip"] = edited(
+                current.from_ip, list(add_from_ip), list(remove_from_ip), same_network, "from-ip"
+            )
+        device = replace(current, **changes)
         await self._table.replace(name.lower(), device.to_record(), record.etag)
         return device
 

@@ -171,8 +171,8 @@ async def dev(args: argparse.Namespace, settings: Settings) -> int:
             f"  HTTP  http://{http_host}:{http_port}/api   SMTP  {smtp_host}:{smtp_port}\n"
             f"  device username: {username}\n  device password: {password}\n"
             f"  delivering to: {outbox or 'Microsoft Graph as ' + str(settings.sender)}\n\n"
-            f'  try: curl -T scan.pdf -u "{username}:{password}" '
-            f'"http://{http_host}:{http_port}/api/scans/scan.pdf?to=me@example.com"\n',
+            f"  try: curl -T scan.pdf -u '{username}:{password}' "
+            f"'http://{http_host}:{http_port}/api/scans/scan.pdf?to=me@example.com'\n",
             flush=True,
         )
         await asyncio.gather(

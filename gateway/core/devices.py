@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from gateway.core.addresses import ascii_domain, recipient_address
-from gateway.core.errors import MalformedInput, RecipientNotAllowed
+from gateway.core.errors import MalformedInput, RecipientNotAllowed, UsageError
 
-#: Fits device password fields: Epson allows 20 characters; quotes, backslash, tilde and space break others.
+#: Fits device password fields (Epson allows 20 characters) and survives being pasted: `!`, `$`, `#`, backtick
+#: and quotes break a shell, `+`, `=`, `*` and `#` break web forms or URL-style settings (smtp://user:pass@host).
+#: Letters, digits and `-_.` are unreserved everywhere; 20 of 65 symbols still give about 120 bits.
 PASSWORD_LENGTH = 20
-PASSWORD_ALPHABET = string.ascii_letters + string.digits + "-_.!#+=*"
+PASSWORD_ALPHABET = string.ascii_letters + string.digits + "-_."
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -28,7 +32,7 @@ def generate_password() -> str:
 
 def check_name(name: str) -> str:
     if not _NAME.match(name):
-        raise MalformedInput(
+        raise UsageError(
             f"'{name}' is not a valid device name: use letters, digits, '.', '_' or '-' (at most 64 characters)."
         )
     return name
@@ -38,6 +42,46 @@ def normalise_address(text: str) -> str:
     """The address as delivered (see gateway.core.addresses); the local part keeps its case, the domain is
     lower case and ASCII. Raises MalformedInput naming the address."""
     return recipient_address(text)
+
+
+def check_from_ip(cidr: str, allow_public: bool = False) -> str:
+    """A `--from-ip` range, normalised; one that is not private would turn AUTH off for the internet."""
+    try:
+        network = ipaddress.ip_network(cidr.strip(), strict=False)
+    except ValueError:
+        raise UsageError(f"--from-ip '{cidr}' is not an address or CIDR like 192.168.1.0/24.") from None
+    if not network.is_private and not allow_public:
+        raise UsageError(
+            f"--from-ip {cidr} is not a private range: every client in it could send through the gateway without "
+            "a password, an open relay for the internet. Use your LAN's private range (10.0.0.0/8, 172.16.0.0/12, "
+            "192.168.0.0/16, fc00::/7), or add --i-understand-open-relay-risk if the range really is yours alone."
+        )
+    return str(network)
+
+
+def edited(
+    current: tuple[str, ...], add: list[str], remove: list[str], same: Callable[[str, str], bool], option: str
+) -> tuple[str, ...]:
+    """One list entry added or removed, the rest kept in order (`--add-allow-to`, `--remove-from-ip`...)."""
+    result = list(current)
+    for entry in remove:
+        kept = [e for e in result if not same(e, entry)]
+        if len(kept) == len(result):
+            held = ", ".join(result) or "nothing"
+            raise UsageError(f"--remove-{option} {entry}: the device has no such entry (it holds {held}).")
+        result = kept
+    for entry in add:
+        if not any(same(e, entry) for e in result):
+            result.append(entry)
+    return tuple(result)
+
+
+def same_pattern(a: str, b: str) -> bool:
+    return a.lower() == b.lower()
+
+
+def same_network(a: str, b: str) -> bool:
+    return ipaddress.ip_network(a, strict=False) == ipaddress.ip_network(b, strict=False)
 
 
 def check_pattern(pattern: str) -> str:
@@ -137,7 +181,7 @@ def check_recipients(device: Device, recipients: list[str], default_sender: str 
         if not recipient_allowed(device, address, default_sender):
             raise RecipientNotAllowed(
                 f"Recipient {address} is not allowed for device {device.name}; ask the admin to allow it "
-                f"(scangw devices update {device.name} --allow-to {address}).",
+                f"(scangw devices update {device.name} --add-allow-to {address}).",
                 recipient=address,
             )
         if address.lower() not in seen:

@@ -7,6 +7,7 @@ GatewayError
 │   ├── RecipientNotAllowed    the device may not send there (no open relay)
 │   ├── MessageTooLarge        over SCANGW_MAX_MESSAGE_MB
 │   └── MalformedInput         unparseable request, empty body, bad file name
+│       └── UsageError           a command-line value is wrong (bad device name, --from-ip): `scangw` exits 2
 ├── StorageUnavailable      the spool could not store durably: nothing was accepted
 ├── BusyError               over the in-flight budget: the device should retry
 ├── ConfigError             a setting is wrong; names the setting
@@ -52,6 +53,10 @@ class MessageTooLarge(InputError):
 
 class MalformedInput(InputError):
     pass
+
+
+class UsageError(MalformedInput):
+    """The admin typed something the command cannot take; the CLI exits 2 (contract section 2)."""
 
 
 class StorageUnavailable(GatewayError):
