@@ -233,3 +233,30 @@ def test_retention_keeps_bytes_behind_live_download_links(tmp_path: Path) -> Non
         await svc.close()
 
     asyncio.run(scenario())
+
+
+def test_retention_keeps_linked_bytes_for_the_margin_after_the_links_expire(tmp_path: Path) -> None:
+    """A download started a minute before a link expires must still find its bytes: retention keeps them
+    KEEP_MARGIN_SECONDS past the expiry the link promises, and drops them right after."""
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.core.links import KEEP_MARGIN_SECONDS
+
+    async def scenario() -> None:
+        svc, job = await setup(tmp_path)
+        until = float(int(time.time()) + 48 * 3600)
+        found = await svc.jobs.get_record(job.id)
+        assert found is not None
+        await svc.jobs.save(found[0], found[1], state=JobState.SENT, progress={"links_until": until})
+        expiry = datetime.fromtimestamp(until, UTC)
+        await sweep(svc, expiry + timedelta(seconds=1))
+        assert await svc.spool.blobs.list(f"{job.id}/")  # the links just expired: a download may be running
+        await sweep(svc, expiry + timedelta(seconds=KEEP_MARGIN_SECONDS - 60))
+        assert await svc.spool.blobs.list(f"{job.id}/")
+        assert await svc.jobs.get(job.id) is not None
+        await sweep(svc, expiry + timedelta(seconds=KEEP_MARGIN_SECONDS + 1))
+        assert not await svc.spool.blobs.list(f"{job.id}/")
+        await svc.close()
+
+    assert KEEP_MARGIN_SECONDS >= 15 * 60  # a margin shorter than a slow download is no margin
+    asyncio.run(scenario())

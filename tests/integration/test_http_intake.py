@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import hashlib
 import json
 import os
@@ -88,12 +90,31 @@ def test_put_stores_the_scan_and_queues_a_job(gateway: Gateway) -> None:
 
 
 def test_multipart_post_puts_all_files_in_one_job(gateway: Gateway) -> None:
-    files = [("file", ("p1.pdf", b"%PDF-1 one", "application/pdf")), ("file", ("p2.jpg", b"\xff\xd8two", "image/jpeg"))]
+    """Every file of the form arrives, byte-identical and under its own name, in the one delivered message."""
+    pages = {
+        "p1.pdf": b"%PDF-1 one" + os.urandom(70_000),
+        "p2.jpg": b"\xff\xd8two" + os.urandom(50_000),
+        "p3.pdf": b"%PDF-1 three\r\n--not-a-boundary\r\n" + os.urandom(1000),
+    }
+    kinds = {"pdf": "application/pdf", "jpg": "image/jpeg"}
+    files = [("file", (name, data, kinds[name[-3:]])) for name, data in pages.items()]
     with client(gateway) as c:
         r = c.post("/api/scans", files=files, data={"to": "x@example.com, y@example.com", "subject": "Two pages"})
     assert r.status_code == 202, r.text
-    job = next(j for j in gateway.jobs() if j["id"] == r.json()["id"])
-    assert job["to"] == ["x@example.com", "y@example.com"] and job["size"] > 0
+    job_id = r.json()["id"]
+    job = next(j for j in gateway.jobs() if j["id"] == job_id)
+    assert job["to"] == ["x@example.com", "y@example.com"]
+    assert job["size"] == sum(len(d) for d in pages.values())
+    worker = scangw("worker", "--once", env=gateway.env)
+    assert worker.returncode == 0, worker.stderr
+    delivered = [p for p in (gateway.tmp / "outbox").glob("*.eml") if job_id in p.read_text("latin-1")]
+    assert len(delivered) == 1
+    message = email.message_from_bytes(delivered[0].read_bytes(), policy=email.policy.default)
+    got = {
+        part.get_filename(): hashlib.sha256(part.get_payload(decode=True)).hexdigest()
+        for part in message.iter_attachments()
+    }
+    assert got == {name: hashlib.sha256(data).hexdigest() for name, data in pages.items()}
 
 
 def test_default_recipient_when_to_is_omitted(gateway: Gateway) -> None:
@@ -210,6 +231,12 @@ def test_status_is_private_to_the_device(gateway: Gateway) -> None:
     )
     with client(gateway) as c:
         job_id = c.put("/api/scans/a.pdf", content=b"mine").json()["id"]
-    r = httpx.get(f"{gateway.url}/api/scans/{job_id}", auth=(other["username"], other["password"]))
-    assert r.status_code == 404
-    assert JobState("queued")
+    theirs = httpx.get(f"{gateway.url}/api/scans/{job_id}", auth=(other["username"], other["password"]))
+    unknown = httpx.get(f"{gateway.url}/api/scans/{'f' * len(job_id)}", auth=(other["username"], other["password"]))
+    assert theirs.status_code == unknown.status_code == 404
+    assert job_id not in theirs.text and "mine" not in theirs.text
+    assert theirs.json().keys() == unknown.json().keys()  # a job of another device looks like no job at all
+    with client(gateway) as c:
+        own = c.get(f"/api/scans/{job_id}")
+    assert own.status_code == 200 and own.json()["id"] == job_id
+    assert JobState(own.json()["status"]) in (JobState.QUEUED, JobState.SENDING, JobState.SENT)

@@ -411,6 +411,23 @@ def test_identity_endpoints_open_without_any_key() -> None:
             ensure_resources=False,
             env={"IDENTITY_ENDPOINT": "http://localhost:1/msi", "IDENTITY_HEADER": "h"},
         )
-        await spool.close()
+        try:
+            from azure.identity.aio import ManagedIdentityCredential
+
+            assert isinstance(spool.credential, ManagedIdentityCredential)  # type: ignore[attr-defined]
+            clients = [
+                spool.blobs._container,  # type: ignore[attr-defined]
+                spool.queue._queue,  # type: ignore[attr-defined]
+                spool.queue._poison,  # type: ignore[attr-defined]
+                spool.jobs._client,  # type: ignore[attr-defined]
+                spool.devices._client,  # type: ignore[attr-defined]
+                spool.mailboxes._client,  # type: ignore[attr-defined]
+            ]
+            hosts = sorted({c.url.split("/")[2] for c in clients})
+            assert hosts == ["acct.blob.core.windows.net", "acct.queue.core.windows.net", "acct.table.core.windows.net"]
+            for c in clients:  # every client signs with the identity's token: no account key anywhere
+                assert c.credential is spool.credential  # type: ignore[attr-defined]
+        finally:
+            await spool.close()
 
     asyncio.run(main())

@@ -131,3 +131,46 @@ def test_partial_headers_merge_as_rfc_2046_says() -> None:
     assert info is not None and (info.id, info.number, info.total) == ("abc", 1, None)
     no_subject = parse_header_block(merged_headers(outer, parse_header_block(b"Content-Type: text/plain\r\n")))
     assert no_subject.text("subject") == "Big"  # the fragment counter is dropped
+
+
+def _pct(data: bytes) -> str:
+    return "".join(f"%{b:02X}" for b in data)
+
+
+@pytest.mark.parametrize(
+    ("charset", "name"),
+    [
+        ("windows-1251", "Скан договора.pdf"),
+        ("koi8-r", "Счёт.pdf"),
+        ("iso-8859-7", "Σάρωση.pdf"),
+        ("iso-8859-2", "Łódź skan.pdf"),
+        ("euc-kr", "스캔 문서.pdf"),
+        ("big5", "掃描文件.pdf"),
+    ],
+)
+def test_a_declared_charset_that_sniffing_cannot_guess_decides_the_file_name(charset: str, name: str) -> None:
+    data = name.encode(charset)
+    assert sniff(data) != name  # the test means something only if the declared charset is what decodes it
+    raw = f"attachment; filename*={charset}''{_pct(data)}".encode()
+    assert parse_structured(raw)[1]["filename"] == name
+    pieces = [data[i : i + 3] for i in range(0, len(data), 3)]
+    sections = [f"filename*0*={charset}''{_pct(pieces[0])}"] + [
+        f"filename*{i}*={_pct(p)}" for i, p in enumerate(pieces[1:], start=1)
+    ]
+    assert parse_structured(("attachment; " + "; ".join(sections)).encode())[1]["filename"] == name
+
+
+def test_rfc_2231_sections_are_joined_in_numeric_order_whatever_order_they_come_in() -> None:
+    """Sections may arrive in any order (RFC 2231 section 3); 10 sorts before 2 as text, not as a number."""
+    name = "Quartalsbericht Überweisungen März 2026 Filiale Nord.pdf"
+    data = name.encode("iso-8859-1")
+    pieces = [data[i : i + 5] for i in range(0, len(data), 5)]
+    assert len(pieces) > 10
+    sections = [f"filename*0*=iso-8859-1'de'{_pct(pieces[0])}"] + [
+        f"filename*{i}*={_pct(p)}" for i, p in enumerate(pieces[1:], start=1)
+    ]
+    shuffled = sections[::-1]
+    shuffled[0], shuffled[3] = shuffled[3], shuffled[0]
+    assert parse_structured(("attachment; " + "; ".join(shuffled)).encode())[1]["filename"] == name
+    mixed = 'attachment; filename*1="in parts.pdf"; filename*0="long name "'
+    assert parse_structured(mixed.encode())[1]["filename"] == "long name in parts.pdf"

@@ -58,3 +58,43 @@ def test_generated_passwords_fit_device_fields() -> None:
         assert len(pw) <= 20
         assert all(33 <= ord(c) <= 126 for c in pw)
         assert not set(pw) & set("\"'\\~ ")
+
+
+@pytest.mark.parametrize(
+    "lookalike",
+    [
+        "x@evilcontoso.com",  # suffix match would pass it: an open relay to look-alike domains
+        "x@contoso.com.evil.net",  # prefix match would pass it
+        "x@sub.contoso.com",  # a subdomain is another domain (its own MX, often not ours)
+        "x@contoso.co",
+        "x@contoso.comm",
+        "x@xn--contoso-k0a.com",
+    ],
+)
+def test_domain_patterns_match_the_whole_domain_only(lookalike: str) -> None:
+    allow_listed = device(allow_to=("*@contoso.com",))
+    sender_domain = device(sender="scanner@contoso.com")
+    for d in (allow_listed, sender_domain):
+        assert check_recipients(d, ["Anyone@Contoso.COM"], None) == ("Anyone@contoso.com",)
+        with pytest.raises(RecipientNotAllowed) as err:
+            check_recipients(d, [lookalike], None)
+        assert err.value.recipient == lookalike
+
+
+def test_an_exact_allow_list_entry_is_not_a_domain_pattern() -> None:
+    d = device(allow_to=("boss@partner.org",))
+    assert check_recipients(d, ["boss@PARTNER.org"], None) == ("boss@partner.org",)
+    for other in ("x@partner.org", "boss@partner.org.evil.net", "xboss@partner.org"):
+        with pytest.raises(RecipientNotAllowed):
+            check_recipients(d, [other], None)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["a b@y.com", "a..b@y.com", ".a@y.com", "a\x00b@y.com", '"a b"@y.com', "a@y..com", "a@-y.com", "a(b)@y.com"],
+)
+def test_malformed_addresses_inside_the_allowed_domain_are_refused_as_malformed(bad: str) -> None:
+    """Inside the allow-listed domain, only address validation stands between these and Exchange."""
+    with pytest.raises(MalformedInput) as err:
+        check_recipients(device(allow_to=("*@y.com",)), [bad], None)
+    assert not isinstance(err.value, RecipientNotAllowed)
