@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -186,10 +187,10 @@ def test_orphan_drafts_go_once_their_job_is_finished_and_nothing_else_does(tmp_p
         domain = MB.rpartition("@")[2]
         transport = gw.transport
         assert isinstance(transport, GraphTransport)
-        from msgraph.generated.models.message import Message
 
         async def draft(message_id: str) -> str:
-            created, _ = await transport.api.create_draft(MB, Message(subject="d", internet_message_id=message_id))
+            body = json.dumps({"subject": "d", "internetMessageId": message_id}).encode()
+            created, _ = await transport.api.create_draft(MB, body)
             return created
 
         lost_create = await draft(f"<scan.{sent.id}@{domain}>")  # a create whose reply was lost

@@ -1,4 +1,4 @@
-"""The Graph calls delivery needs, through the real msgraph-sdk, returning plain data.
+"""The Graph calls delivery needs, through the real msgraph-sdk's request adapter, returning plain data.
 
 Every call runs inside the mailbox's limits (4 concurrent, Retry-After), maps SDK/httpx/identity errors to
 `GraphCallError` where they are met, and retries exactly once with a fresh token after a 401.
@@ -8,37 +8,31 @@ scopes)`: the default pipeline's kiota RetryHandler sleeps inside the call on 42
 repeats POSTs whose outcome is unknown, both of which the delivery protocol must decide itself. The adapter
 still authenticates with the explicit scope (never derived from the host) and sends the token only to the
 configured Graph host.
+
+Requests go through that adapter (its auth, redirect, headers-inspection and telemetry middleware) as
+`RequestInformation` with the URL and the JSON body written here, and answers come back as bytes of which
+only the fields delivery reads are taken. The SDK's request builders and models would cost more CPU per
+request than the request spends on the wire: a URI template expanded character by character (draft ids are
+long), a backing store per model object, every field of a Message parsed to read its `id`. Errors still map
+through the SDK's ODataError.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import quote, urlparse
+from urllib.parse import quote, urlencode, urlparse
 
 import httpx
-from kiota_abstractions.base_request_configuration import RequestConfiguration
-from kiota_abstractions.serialization import Parsable, ParseNode, SerializationWriter
+from kiota_abstractions.method import Method
+from kiota_abstractions.request_information import RequestInformation
 from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
 from kiota_http.middleware.options import HeadersInspectionHandlerOption, RetryHandlerOption, UrlReplaceHandlerOption
-from msgraph.generated.models.attachment_item import AttachmentItem
-from msgraph.generated.models.file_attachment import FileAttachment
-from msgraph.generated.models.message import Message
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
-from msgraph.generated.users.item.mail_folders.item.mail_folder_item_request_builder import (
-    MailFolderItemRequestBuilder,
-)
-from msgraph.generated.users.item.messages.item.attachments.attachments_request_builder import (
-    AttachmentsRequestBuilder,
-)
-from msgraph.generated.users.item.messages.item.attachments.create_upload_session.create_upload_session_post_request_body import (
-    CreateUploadSessionPostRequestBody,
-)
-from msgraph.generated.users.item.messages.messages_request_builder import MessagesRequestBuilder
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
@@ -58,6 +52,9 @@ T = TypeVar("T")
 
 #: Graph answers within seconds; a 4 MiB POST on a slow link needs longer than the read of a small GET.
 TIMEOUT = httpx.Timeout(120.0, connect=15.0)
+#: Every Graph error body is an OData error; the SDK maps it to ODataError (status, code, message).
+ERRORS: dict[str, Any] = {"XXX": ODataError}
+_JSON = "application/json"
 
 
 @dataclass(frozen=True)
@@ -66,24 +63,6 @@ class Found:
 
     id: str
     is_draft: bool
-
-
-class CreatedId(Parsable):
-    """The one field delivery reads from a create's answer, as a kiota model (errors still map to ODataError)."""
-
-    def __init__(self) -> None:
-        self.id: str | None = None
-        self.additional_data: dict[str, Any] = {}
-
-    @staticmethod
-    def create_from_discriminator_value(parse_node: ParseNode) -> CreatedId:
-        return CreatedId()
-
-    def get_field_deserializers(self) -> dict[str, Callable[[ParseNode], None]]:
-        return {"id": lambda node: setattr(self, "id", node.get_str_value())}
-
-    def serialize(self, writer: SerializationWriter) -> None:
-        raise NotImplementedError("only ever read from Graph's answer")
 
 
 @dataclass(frozen=True)
@@ -114,6 +93,33 @@ def odata_quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def segment(value: str) -> str:
+    """One path segment, percent-encoded as the SDK's URI templates encode a simple variable."""
+    return quote(value, safe="")
+
+
+def query(params: dict[str, str | None]) -> str:
+    present = {k: v for k, v in params.items() if v is not None}
+    return "?" + urlencode(present, quote_via=quote, safe="$") if present else ""
+
+
+def iso_expiry(text: Any) -> str | None:
+    """Graph's expirationDateTime as an ISO string Python reads back (7 fraction digits cut to 6)."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        head, dot, rest = text.partition(".")
+        digits = "".join(c for c in rest if c.isdigit())
+        zone = rest[len(digits) :] or "+00:00"
+        try:
+            moment = datetime.fromisoformat(f"{head}{dot}{digits[:6]}{zone}".replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return moment.isoformat()
+
+
 def build_client(settings: Settings, credential: RefreshableCredential) -> tuple[GraphServiceClient, httpx.AsyncClient]:
     """The SDK client and the httpx client under it (ours to close)."""
     host = urlparse(settings.graph_url).hostname or ""
@@ -131,29 +137,6 @@ def build_client(settings: Settings, credential: RefreshableCredential) -> tuple
     return client, http
 
 
-@functools.cache
-def warm_up() -> None:
-    """Parse a sample answer once per process, before any request slot is held.
-
-    The first Message msgraph parses imports every entity model (about 0.7 s of CPU on a small machine). Met
-    mid-delivery, that stall holds up every request this process had just been granted a slot for, and they
-    would reach Graph late, inside a Retry-After window another process has since recorded.
-    """
-    from kiota_serialization_json.json_parse_node import JsonParseNode
-    from msgraph.generated.models.attachment_collection_response import AttachmentCollectionResponse
-    from msgraph.generated.models.message_collection_response import MessageCollectionResponse
-
-    JsonParseNode({"value": [{"id": "w", "isDraft": True}]}).get_object_value(MessageCollectionResponse)
-    JsonParseNode({"value": [{"name": "w", "size": 1}]}).get_object_value(AttachmentCollectionResponse)
-
-
-def _next_page(builder: Any) -> Callable[[list[Any]], Awaitable[Any]]:
-    async def get(options: list[Any]) -> Any:
-        return await builder.get(RequestConfiguration(options=options))
-
-    return get
-
-
 class GraphApi:
     def __init__(
         self,
@@ -162,7 +145,6 @@ class GraphApi:
         limits: MailboxLimits,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        warm_up()
         self.client, self._http = build_client(settings, credential)
         self._raw = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)  # for streamed reads only
         self.base_url = settings.graph_base_url.rstrip("/")
@@ -213,112 +195,119 @@ class GraphApi:
             raise GraphCallError(failure) from error
         raise AssertionError("unreachable")
 
-    async def _pages(self, mailbox: str, builder: Any, query: Any) -> tuple[list[Any], str | None]:
-        """A collection GET and its @odata.nextLink pages; the request-id is the first page's."""
-        page, rid = await self._call(
-            mailbox, lambda o: builder.get(RequestConfiguration(query_parameters=query, options=o))
-        )
-        pages = []
-        while page is not None:
-            pages.append(page)
-            link = page.odata_next_link
-            if not link:
-                break
-            page, _ = await self._call(mailbox, _next_page(builder.with_url(link)))
-        return pages, rid
+    def _url(self, mailbox: str, *path: str) -> str:
+        return "/".join((self.base_url, "users", segment(mailbox), *path))
 
-    def _user(self, mailbox: str) -> Any:
-        return self.client.users.by_user_id(mailbox)
+    async def _json(
+        self, mailbox: str, method: Method, url: str, body: bytes | None = None, *, answer: bool = True
+    ) -> tuple[Any, str | None]:
+        """One request through the SDK's adapter; the answer's JSON (None for an empty one) and request-id.
 
-    async def create_draft(self, mailbox: str, draft: Message) -> tuple[str, str | None]:
-        # Serialised once, before a request slot is taken: the slot covers only the time on the wire.
-        request = self._user(mailbox).messages.to_post_request_information(draft)
+        A fresh RequestInformation per attempt: the auth provider keeps an Authorization header it finds, so
+        reusing one would send the refused token again on the retry after a 401.
+        """
+        adapter: Any = self.client.request_adapter
 
-        async def post(options: list[Any]) -> CreatedId | None:
-            request.add_request_options(options)
-            # builder.post() would parse the answer into a full Message: ~5 ms of CPU per scan for one field.
-            return await self.client.request_adapter.send_async(request, CreatedId, {"XXX": ODataError})
+        async def send(options: list[Any]) -> Any:
+            info = RequestInformation(method)
+            info.url = url
+            info.headers.try_add("Accept", _JSON)
+            if body is not None:
+                info.headers.try_add("Content-Type", _JSON)
+                info.content = body
+            info.add_request_options(options)
+            if not answer:
+                await adapter.send_no_response_content_async(info, ERRORS)
+                return None
+            raw = await adapter.send_primitive_async(info, "bytes", ERRORS)
+            return json.loads(raw) if raw else None
 
-        created, rid = await self._call(mailbox, post)
-        if created is None or not created.id:
+        return await self._call(mailbox, send)
+
+    async def _pages(self, mailbox: str, url: str) -> tuple[list[dict[str, Any]], str | None]:
+        """A collection GET and its @odata.nextLink pages, as one list; the request-id is the first page's."""
+        items: list[dict[str, Any]] = []
+        first: str | None = None
+        link: str | None = url
+        while link:
+            page, rid = await self._json(mailbox, Method.GET, link)
+            first = first or rid
+            page = page if isinstance(page, dict) else {}
+            items.extend(v for v in page.get("value") or [] if isinstance(v, dict))
+            link = page.get("@odata.nextLink") or None
+        return items, first
+
+    async def create_draft(self, mailbox: str, draft: bytes) -> tuple[str, str | None]:
+        """POST the draft (JSON from `draft.draft_json`); only the new id is read from Graph's answer."""
+        created, rid = await self._json(mailbox, Method.POST, self._url(mailbox, "messages"), draft)
+        draft_id = created.get("id") if isinstance(created, dict) else None
+        if not draft_id or not isinstance(draft_id, str):
             raise GraphCallError(GraphFailure(status=None, code="NoDraftId", message="create answered without an id"))
-        return created.id, rid
+        return draft_id, rid
 
-    async def add_attachment(self, mailbox: str, draft_id: str, attachment: FileAttachment) -> str | None:
-        # Serialised (up to 4 MiB of base64) before a request slot is taken, as in create_draft.
-        request = (
-            self._user(mailbox).messages.by_message_id(draft_id).attachments.to_post_request_information(attachment)
-        )
-
-        async def post(options: list[Any]) -> None:
-            request.add_request_options(options)
-            await self.client.request_adapter.send_no_response_content_async(request, {"XXX": ODataError})
-
-        _, rid = await self._call(mailbox, post)
+    async def add_attachment(self, mailbox: str, draft_id: str, attachment: bytes) -> str | None:
+        url = self._url(mailbox, "messages", segment(draft_id), "attachments")
+        _, rid = await self._json(mailbox, Method.POST, url, attachment, answer=False)
         return rid
 
     async def list_attachments(self, mailbox: str, draft_id: str) -> list[tuple[str, int]]:
         """(name, size) of every attachment on the draft, following paging."""
-        builder = self._user(mailbox).messages.by_message_id(draft_id).attachments
-        query = AttachmentsRequestBuilder.AttachmentsRequestBuilderGetQueryParameters(select=["name", "size"])
-        pages, _ = await self._pages(mailbox, builder, query)
-        return [(a.name or "", int(a.size or 0)) for page in pages for a in page.value or []]
+        url = self._url(mailbox, "messages", segment(draft_id), "attachments") + query({"$select": "name,size"})
+        items, _ = await self._pages(mailbox, url)
+        return [(str(a.get("name") or ""), int(a.get("size") or 0)) for a in items]
 
-    async def create_upload_session(self, mailbox: str, draft_id: str, item: AttachmentItem) -> UploadTarget:
-        builder = self._user(mailbox).messages.by_message_id(draft_id).attachments.create_upload_session
-        body = CreateUploadSessionPostRequestBody(attachment_item=item)
-        session, _ = await self._call(mailbox, lambda o: builder.post(body, RequestConfiguration(options=o)))
-        if session is None or not session.upload_url:
+    async def create_upload_session(self, mailbox: str, draft_id: str, body: bytes) -> UploadTarget:
+        url = self._url(mailbox, "messages", segment(draft_id), "attachments", "createUploadSession")
+        session, _ = await self._json(mailbox, Method.POST, url, body)
+        upload_url = session.get("uploadUrl") if isinstance(session, dict) else None
+        if not upload_url or not isinstance(upload_url, str):
             raise GraphCallError(GraphFailure(status=None, code="NoUploadUrl", message="no uploadUrl in the answer"))
-        expires = session.expiration_date_time
-        return UploadTarget(session.upload_url, expires.isoformat() if isinstance(expires, datetime) else None)
+        return UploadTarget(upload_url, iso_expiry(session.get("expirationDateTime")))
 
     async def send(self, mailbox: str, draft_id: str) -> str | None:
-        builder = self._user(mailbox).messages.by_message_id(draft_id).send
-        _, rid = await self._call(mailbox, lambda o: builder.post(RequestConfiguration(options=o)))
+        url = self._url(mailbox, "messages", segment(draft_id), "send")
+        _, rid = await self._json(mailbox, Method.POST, url, answer=False)
         return rid
 
     async def delete(self, mailbox: str, message_id: str) -> None:
-        builder = self._user(mailbox).messages.by_message_id(message_id)
-        await self._call(mailbox, lambda o: builder.delete(RequestConfiguration(options=o)))
+        await self._json(mailbox, Method.DELETE, self._url(mailbox, "messages", segment(message_id)), answer=False)
 
     async def find(self, mailbox: str, internet_message_id: str) -> tuple[list[Found], str | None]:
         """Every copy of the message in the mailbox (Drafts and Sent Items alike), by its internetMessageId."""
-        query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
-            filter=f"internetMessageId eq {odata_quote(internet_message_id)}", select=["id", "isDraft"]
+        url = self._url(mailbox, "messages") + query(
+            {"$filter": f"internetMessageId eq {odata_quote(internet_message_id)}", "$select": "id,isDraft"}
         )
-        pages, rid = await self._pages(mailbox, self._user(mailbox).messages, query)
-        return [Found(m.id, bool(m.is_draft)) for page in pages for m in page.value or [] if m.id], rid
+        items, rid = await self._pages(mailbox, url)
+        return [Found(str(m["id"]), bool(m.get("isDraft"))) for m in items if m.get("id")], rid
 
     async def drafts_folder(self, mailbox: str) -> str | None:
-        """A cheap read that needs Mail.ReadWrite on the mailbox: what `scangw doctor` checks."""
-        builder = self._user(mailbox).mail_folders.by_mail_folder_id("drafts")
-        query = MailFolderItemRequestBuilder.MailFolderItemRequestBuilderGetQueryParameters(select=["id"])
-        _, rid = await self._call(
-            mailbox, lambda o: builder.get(RequestConfiguration(query_parameters=query, options=o))
-        )
+        """A cheap read that needs Mail.ReadWrite on `mailbox`: what `scangw doctor` checks."""
+        url = self._url(mailbox, "mailFolders", "drafts") + query({"$select": "id"})
+        _, rid = await self._json(mailbox, Method.GET, url)
         return rid
 
     async def folder_since(
         self, mailbox: str, folder: str, field: str, op: str, moment: float, with_class: bool = False
     ) -> list[Listed]:
         """Messages of a well-known folder ("inbox", "drafts") whose `field` compares `op` to `moment`."""
-        builder = self._user(mailbox).mail_folders.by_mail_folder_id(folder).messages
-        query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
-            filter=f"{field} {op} {odata_time(moment)}",
-            select=["id", "internetMessageId"],
-            expand=[f"singleValueExtendedProperties($filter=id eq '{MESSAGE_CLASS}')"] if with_class else None,
-            top=100,
+        url = self._url(mailbox, "mailFolders", segment(folder), "messages") + query(
+            {
+                "$filter": f"{field} {op} {odata_time(moment)}",
+                "$select": "id,internetMessageId",
+                "$expand": f"singleValueExtendedProperties($filter=id eq '{MESSAGE_CLASS}')" if with_class else None,
+                "$top": "100",
+            }
         )
-        pages, _ = await self._pages(mailbox, builder, query)
+        items, _ = await self._pages(mailbox, url)
         found = []
-        for page in pages:
-            for m in page.value or []:
-                if not m.id:
-                    continue
-                props = m.single_value_extended_properties or []
-                kind = next((p.value for p in props if (p.id or "").lower() == MESSAGE_CLASS.lower()), None)
-                found.append(Listed(m.id, m.internet_message_id or "", kind or ""))
+        for m in items:
+            if not m.get("id"):
+                continue
+            props = m.get("singleValueExtendedProperties") or []
+            kind = next(
+                (p.get("value") for p in props if str(p.get("id") or "").lower() == MESSAGE_CLASS.lower()), None
+            )
+            found.append(Listed(str(m["id"]), str(m.get("internetMessageId") or ""), str(kind or "")))
         return found
 
     async def message_head(self, mailbox: str, message_id: str, limit: int) -> bytes:

@@ -28,7 +28,13 @@ from gateway.core.jobs import FileRef
 from gateway.core.message import OutgoingMessage
 from gateway.core.ports import BlobStore, NotFound
 from gateway.delivery.graph.api import GraphApi
-from gateway.delivery.graph.draft import draft_model, file_attachment, needs_upload_session, plan_inline, upload_item
+from gateway.delivery.graph.draft import (
+    draft_json,
+    file_attachment,
+    needs_upload_session,
+    plan_inline,
+    upload_session_json,
+)
 from gateway.delivery.graph.failures import GraphCallError, classify
 from gateway.delivery.graph.identity import RefreshableCredential, build_credential
 from gateway.delivery.graph.mailbox_limits import MailboxLimits
@@ -221,7 +227,7 @@ class GraphTransport:
         contents = [file_attachment(message.attachments[i], await self._read(message.attachments[i])) for i in inline]
         await cp.save(**{DRAFT_REQUESTED: self._now(), INLINE: inline, ATTACHED: [], ATTACHING: None, UPLOAD: None})
         try:
-            draft_id, _ = await self.api.create_draft(mailbox, draft_model(message, contents))
+            draft_id, _ = await self.api.create_draft(mailbox, draft_json(message, contents))
         except GraphCallError as exc:
             if not exc.failure.may_have_acted:
                 await cp.save(**{DRAFT_REQUESTED: None})
@@ -265,7 +271,7 @@ class GraphTransport:
             if session.get("index") != index or expired(session.get("expires"), self._now()):
                 await cp.save(**{ATTACHING: index, UPLOAD: None})
                 try:
-                    target = await self.api.create_upload_session(mailbox, draft_id, upload_item(file))
+                    target = await self.api.create_upload_session(mailbox, draft_id, upload_session_json(file))
                 except GraphCallError as exc:
                     await self._after_failure(cp, exc)
                     raise
