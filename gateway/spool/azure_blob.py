@@ -108,7 +108,8 @@ class AzureBlobStore:
 
     async def link(self, name: str, expires: float, filename: str) -> str:
         """A read-only SAS for one blob. With an account key (connection string, Azurite) it is signed
-        locally; with a managed identity it is a user delegation SAS, which needs Storage Blob Delegator."""
+        locally; with a managed identity it is a user delegation SAS, which needs generateUserDelegationKey:
+        Storage Blob Data Owner or Contributor include it (infra/ grants Owner to the delivery identity)."""
         until = datetime.fromtimestamp(expires, UTC)
         start = datetime.now(UTC) - CLOCK_SKEW
         blob = self._container.get_blob_client(name)
@@ -132,7 +133,7 @@ class AzureBlobStore:
         if until - start > MAX_DELEGATION + CLOCK_SKEW:
             raise ValueError("a user delegation SAS lasts at most 7 days (SCANGW_LINK_HOURS <= 168)")
         service = self._container._get_blob_service_client()  # shares this client's pipeline: not closed
-        with mapped("get a user delegation key (needs the Storage Blob Delegator role)"):
+        with mapped("get a user delegation key (needs Storage Blob Data Owner or Contributor)"):
             return await service.get_user_delegation_key(start, until)
 
     async def close(self) -> None:

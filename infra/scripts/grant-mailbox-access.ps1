@@ -11,6 +11,12 @@
     Safe to run again: every object is looked up first and created only when missing, or updated when it differs
     (run it again with the full list whenever you add or remove a sender mailbox).
 
+    Also after `azd down` / `azd up`, which re-creates the identity with a new client id: the role assignments
+    keep their names and scope but still name the old service principal, so they grant the new identity nothing.
+    The script compares each assignment's assignee (AppId and ObjectId of its service principal) with -ClientId
+    and -ObjectId, replaces the stale assignments and removes the stale service principals, and prints what it
+    changed.
+
     Do NOT also grant the identity the Entra (Graph) application permission Mail.Send or Mail.ReadWrite: those
     are tenant-wide and add to the RBAC grants, so the scope below would no longer limit anything. That is what
     the opt-in grantTenantWideMailSend Bicep parameter does, for trials only.
@@ -88,66 +94,121 @@ $addresses = foreach ($m in $Mailbox) {
 }
 $addresses = @($addresses | Sort-Object -Unique)
 
-# --- 2. Exchange's pointer to the Entra service principal ------------------------------------------------------
-# RBAC for Applications assigns roles to this Exchange object, not to the Entra app directly.
-$sp = Get-ServicePrincipal -Identity $ClientId -ErrorAction SilentlyContinue
-if (-not $sp) {
-    if ($PSCmdlet.ShouldProcess($ClientId, 'New-ServicePrincipal')) {
-        $sp = New-ServicePrincipal -AppId $ClientId -ObjectId $ObjectId -DisplayName "$Name-delivery"
-        Write-Host "Created service principal $Name-delivery for app $ClientId."
-    }
-}
-elseif ($sp.ObjectId -ne $ObjectId) {
-    # A pointer to a deleted identity (e.g. after `azd down` and `azd up`) keeps the old object id.
-    throw "Exchange already knows app $ClientId with object id $($sp.ObjectId), not $ObjectId. Remove it (Remove-ServicePrincipal -Identity $ClientId) and run this again."
-}
-else {
-    Write-Host "Service principal for app $ClientId exists."
+# Everything this run changes, printed at the end (and nothing else is touched).
+$changes = [System.Collections.Generic.List[string]]::new()
+$displayName = "$Name-delivery"
+
+function Test-OurPrincipal($principal) {
+    # The same identity means the same app id AND the same object id: a re-created identity has new ones.
+    return $principal -and ([string] $principal.AppId) -eq $ClientId -and ([string] $principal.ObjectId) -eq $ObjectId
 }
 
-# --- 3. The management scope: exactly these mailboxes ----------------------------------------------------------
+function Get-Assignee($assignment) {
+    # The Exchange service principal a role assignment names. RoleAssignee is the assignee's identity;
+    # RoleAssigneeName its name (property names from Get-ManagementRoleAssignment output; UNVERIFIED here).
+    # Not resolvable (deleted, or named differently): treated as stale, so the assignment is re-created for us.
+    foreach ($id in @([string] $assignment.RoleAssignee, [string] $assignment.RoleAssigneeName)) {
+        if ($id) {
+            $principal = Get-ServicePrincipal -Identity $id -ErrorAction SilentlyContinue
+            if ($principal) { return $principal }
+        }
+    }
+    return $null
+}
+
+function Format-Principal($principal) {
+    if (-not $principal) { return 'a service principal Exchange no longer knows' }
+    return "app $($principal.AppId) (object $($principal.ObjectId))"
+}
+
+# --- 2. Clear out what a deleted identity left behind ----------------------------------------------------------
+# Our assignments by name, assigned to anyone but this identity: stale (or never ours). They are re-created below.
+foreach ($assignmentName in $roles.Values) {
+    $assignment = Get-ManagementRoleAssignment -Identity $assignmentName -ErrorAction SilentlyContinue
+    if (-not $assignment) { continue }
+    $assignee = Get-Assignee $assignment
+    if (Test-OurPrincipal $assignee) { continue }
+    if ($PSCmdlet.ShouldProcess($assignmentName, "Remove-ManagementRoleAssignment (assigned to $(Format-Principal $assignee))")) {
+        Remove-ManagementRoleAssignment -Identity $assignmentName -Confirm:$false
+        $changes.Add("Removed role assignment ${assignmentName}: it was assigned to $(Format-Principal $assignee), not app $ClientId (object $ObjectId).")
+    }
+}
+# Service principals this script registered for earlier identities (same display name or same app id, other ids).
+$stale = @(Get-ServicePrincipal -ErrorAction SilentlyContinue | Where-Object {
+        ($_.DisplayName -eq $displayName -or ([string] $_.AppId) -eq $ClientId) -and -not (Test-OurPrincipal $_)
+    })
+foreach ($old in $stale) {
+    if ($PSCmdlet.ShouldProcess("$($old.DisplayName) ($(Format-Principal $old))", 'Remove-ServicePrincipal')) {
+        Remove-ServicePrincipal -Identity ([string] $old.ObjectId) -Confirm:$false
+        $changes.Add("Removed stale service principal $($old.DisplayName): $(Format-Principal $old).")
+    }
+}
+
+# --- 3. Exchange's pointer to the Entra service principal ------------------------------------------------------
+# RBAC for Applications assigns roles to this Exchange object, not to the Entra app directly.
+$sp = Get-ServicePrincipal -Identity $ClientId -ErrorAction SilentlyContinue
+if (-not (Test-OurPrincipal $sp)) {
+    if ($PSCmdlet.ShouldProcess($ClientId, 'New-ServicePrincipal')) {
+        $sp = New-ServicePrincipal -AppId $ClientId -ObjectId $ObjectId -DisplayName $displayName
+        $changes.Add("Registered service principal $displayName for app $ClientId (object $ObjectId).")
+    }
+}
+else {
+    Write-Host "Service principal for app $ClientId (object $ObjectId) exists."
+}
+
+# --- 4. The management scope: exactly these mailboxes ----------------------------------------------------------
 # OPATH filter; a single quote inside an address is doubled.
 $filter = ($addresses | ForEach-Object { "PrimarySmtpAddress -eq '$($_ -replace "'", "''")'" }) -join ' -or '
 $scope = Get-ManagementScope -Identity $scopeName -ErrorAction SilentlyContinue
 if (-not $scope) {
     if ($PSCmdlet.ShouldProcess($scopeName, "New-ManagementScope ($filter)")) {
         New-ManagementScope -Name $scopeName -RecipientRestrictionFilter $filter | Out-Null
-        Write-Host "Created management scope $scopeName."
+        $changes.Add("Created management scope $scopeName ($filter).")
     }
 }
 elseif ($scope.RecipientFilter -ne $filter) {
     # Exchange may normalise the stored filter text, so this can also re-set an unchanged list: harmless.
     if ($PSCmdlet.ShouldProcess($scopeName, "Set-ManagementScope ($filter)")) {
         Set-ManagementScope -Identity $scopeName -RecipientRestrictionFilter $filter
-        Write-Host "Updated management scope $scopeName."
+        $changes.Add("Set management scope $scopeName to $filter.")
     }
 }
 else {
     Write-Host "Management scope $scopeName is up to date."
 }
 
-# --- 4. One role assignment per role, limited to the scope -----------------------------------------------------
+# --- 5. One role assignment per role, limited to the scope (stale ones were removed in step 2) -----------------------------------------------------
 foreach ($role in $roles.Keys) {
     $assignmentName = $roles[$role]
     $assignment = Get-ManagementRoleAssignment -Identity $assignmentName -ErrorAction SilentlyContinue
     if (-not $assignment) {
         if ($PSCmdlet.ShouldProcess($assignmentName, "New-ManagementRoleAssignment $role")) {
             New-ManagementRoleAssignment -Name $assignmentName -Role $role -App $ClientId -CustomResourceScope $scopeName | Out-Null
-            Write-Host "Assigned '$role' to app $ClientId, scope $scopeName."
+            $changes.Add("Assigned '$role' to app $ClientId as $assignmentName, scope $scopeName.")
         }
     }
     elseif ($assignment.CustomResourceScope -ne $scopeName) {
         if ($PSCmdlet.ShouldProcess($assignmentName, "Set-ManagementRoleAssignment -CustomResourceScope $scopeName")) {
             Set-ManagementRoleAssignment -Identity $assignmentName -CustomResourceScope $scopeName
-            Write-Host "Re-scoped '$assignmentName' to $scopeName."
+            $changes.Add("Re-scoped $assignmentName to $scopeName.")
         }
     }
     else {
-        Write-Host "Role assignment $assignmentName exists."
+        Write-Host "Role assignment $assignmentName exists for app $ClientId."
     }
 }
 
-# --- 5. Check what Exchange now grants, mailbox by mailbox -----------------------------------------------------
+Write-Host ''
+if ($changes.Count -eq 0) {
+    Write-Host 'Nothing changed: the service principal, scope and both role assignments were already in place.'
+}
+else {
+    Write-Host 'Changed:'
+    $changes | ForEach-Object { Write-Host "  - $_" }
+}
+
+# --- 6. Check what Exchange now grants, mailbox by mailbox -----------------------------------------------------
 $failed = $false
 foreach ($address in $addresses) {
     $results = @(Test-ServicePrincipalAuthorization -Identity $ClientId -Resource $address)
@@ -162,6 +223,9 @@ foreach ($address in $addresses) {
 }
 
 Write-Host ''
+if ($failed -and $changes.Count -eq 0) {
+    Write-Host 'Nothing was changed this run and Exchange still reports a mailbox out of scope: check the mailbox list and -ClientId/-ObjectId (azd env get-value DELIVERY_IDENTITY_CLIENT_ID / DELIVERY_IDENTITY_PRINCIPAL_ID).'
+}
 Write-Host 'Exchange caches permissions: a new grant can take a while to reach Microsoft Graph (allow up to a couple of hours).'
 Write-Host 'Then check from the gateway side:  scangw doctor --send-test you@example.com'
 Write-Host 'Make sure the identity holds NO tenant-wide Graph mail permission, or the scope above limits nothing:'

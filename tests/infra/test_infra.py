@@ -383,3 +383,16 @@ def test_alerts_mail_the_admin_about_poison_and_retry_storms_in_the_gateways_own
         assert f'has "{phrase}"' in criterion["query"]
         assert re.search(r'log\.(error|warning)\("[^"]*' + re.escape(phrase), agent), phrase
         assert [dotted(g) for g in params["actions"]["actionGroupResourceIds"]] == ["actionGroup.outputs.resourceId"]
+
+
+def test_trial_graph_grant_waits_for_minutes_of_arm_work_after_the_identity_exists() -> None:
+    """A fresh identity may not have replicated in Entra ("Not a valid reference update", msgraph-bicep-types 193):
+    the grant comes after the Function app and the role assignments, never in parallel with them."""
+    m = main()
+    after = set(unwrap(m.modules["graphMailRoles"]).get("dependsOn", []))
+    assert {"api", "deliveryAccess"} <= after
+    # The same assignments on every run: declared resources with fixed inputs, no per-run name or timestamp.
+    graph = Template("app/graph-mail-roles.bicep")
+    for symbol, resource in graph.resources.items():
+        if not resource["existing"]:
+            assert set(unwrap(resource)) == {"appRoleId", "principalId", "resourceId"}, symbol
