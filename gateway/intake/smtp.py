@@ -15,6 +15,7 @@ import os
 import socket
 import tempfile
 import time
+from asyncio import sslproto
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,11 +25,17 @@ from gateway.intake.smtp_door import Door
 from gateway.intake.smtp_limits import SmtpLimits
 from gateway.intake.smtp_session import ScanSMTP
 from gateway.intake.smtp_tls import TlsConfig
+from gateway.intake.smtp_tls_gate import HelloGate
 from gateway.services import Services, build
 
 log = logging.getLogger("scangw.smtp")
 
 Address = tuple[str, int]
+#: Sent in plain text to a client that waits for a greeting on the implicit-TLS port (set to STARTTLS or none).
+IMPLICIT_TLS_ONLY = (
+    b"421 4.7.0 This port speaks TLS from the first byte: set the device to SSL/TLS here, "
+    b"or use port 587 with STARTTLS\r\n"
+)
 _RUNNING: set[SmtpServer] = set()
 
 
@@ -111,12 +118,7 @@ class SmtpServer:
         try:
             for (host, port), implicit in [(a, False) for a in listen] + [(a, True) for a in implicit_tls]:
                 server = await loop.create_server(
-                    self._factory(implicit),
-                    host,
-                    port,
-                    ssl=self.tls.context if implicit and self.tls else None,
-                    ssl_handshake_timeout=30 if implicit else None,
-                    reuse_address=True,
+                    self._implicit_factory() if implicit else self._factory(False), host, port, reuse_address=True
                 )
                 self._servers.append(server)
                 for sock in server.sockets:
@@ -156,6 +158,31 @@ class SmtpServer:
     def _factory(self, implicit: bool) -> Callable[[], ScanSMTP]:
         context = self.tls.context if self.tls else None
         return lambda: ScanSMTP(self.door, implicit_tls=implicit, tls_context=context, hostname=self.hostname)
+
+    def _implicit_factory(self) -> Callable[[], asyncio.BaseProtocol]:
+        """Implicit TLS by hand rather than `create_server(ssl=...)`: a HelloGate sees the first bytes, so a failed
+        handshake is logged with what the client offered (asyncio logs nothing) and a client that waits for a
+        plain greeting is answered at once."""
+        assert self.tls is not None
+        context, limits, loop = self.tls.context, self.limits, asyncio.get_running_loop()
+
+        def make() -> asyncio.BaseProtocol:
+            session = ScanSMTP(self.door, implicit_tls=True, tls_context=None, hostname=self.hostname)
+            waiter: asyncio.Future[None] = loop.create_future()
+            tls = sslproto.SSLProtocol(
+                loop, session, context, waiter, server_side=True, ssl_handshake_timeout=limits.tls_handshake_seconds
+            )
+            gate = HelloGate(tls, waiter, hello_seconds=limits.tls_hello_seconds, silence_reply=IMPLICIT_TLS_ONLY)
+
+            def done(future: asyncio.Future[None]) -> None:
+                error = None if future.cancelled() else future.exception()
+                if error is not None:
+                    self.door.tls_failed(gate.peer_ip, "implicit", gate.first, error)
+
+            waiter.add_done_callback(done)
+            return gate
+
+        return make
 
     def reload_tls(self) -> bool:
         if self.tls is None:

@@ -29,6 +29,8 @@ from gateway.intake.smtp_auth import AuthLimiter
 from gateway.intake.smtp_data import DataReader
 from gateway.intake.smtp_limits import ConnectionLimiter, SmtpLimits, address_in, networks
 from gateway.intake.smtp_tls import describe, is_legacy
+from gateway.intake.smtp_tls_gate import NoClientHello
+from gateway.intake.smtp_tls_hello import read_hello
 from gateway.services import Services
 
 if TYPE_CHECKING:
@@ -54,6 +56,12 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _reason(error: BaseException) -> str:
+    """OpenSSL's short reason (`UNSUPPORTED_PROTOCOL`, `TLSV1_ALERT_UNKNOWN_CA`) rather than the long message."""
+    reason = getattr(error, "reason", None)
+    return str(reason) if reason else (str(error) or type(error).__name__)
 
 
 class Door:
@@ -102,6 +110,32 @@ class Door:
             tls["cipher"],
             tls.get("bits", ""),
             is_legacy(tls),
+        )
+
+    def tls_failed(self, peer_ip: str, port: str, first: bytes, error: BaseException) -> None:
+        """One line per failed handshake, with what the client offered, so an admin can find the devices that
+        need the legacy profile (or do not trust the certificate). A connection closed before it said anything
+        (a TCP health probe) is not a failure worth a warning."""
+        if isinstance(error, NoClientHello) and error.closed:
+            log.debug("event=smtp.tls_closed peer=%s port=%s (closed before a ClientHello)", peer_ip, port)
+            return
+        hello = read_hello(first)
+        if isinstance(error, NoClientHello):
+            hello_fields, reason = "offered=nothing", f"{error} (the client expects plain SMTP: STARTTLS or none)"
+        else:
+            hello_fields, reason = hello.fields(), _reason(error)
+        if isinstance(error, NoClientHello):
+            hint = "set the device to SSL/TLS for this port, or to STARTTLS on the STARTTLS port (587)"
+        elif "ALERT" in reason and ("CA" in reason or "CERTIFICATE" in reason):
+            hint = "the device does not trust the certificate: load it (or its CA) on the device"
+        elif self.settings.smtp_legacy_tls:
+            hint = "the device offers nothing even SCANGW_SMTP_LEGACY_TLS=1 accepts, or does not trust the certificate"
+        elif hello.old:
+            hint = "an old device: set SCANGW_SMTP_LEGACY_TLS=1"
+        else:
+            hint = "if the device is old, SCANGW_SMTP_LEGACY_TLS=1; else it may not trust the certificate"
+        log.warning(
+            "event=smtp.tls_failed peer=%s port=%s %s error=%r hint=%r", peer_ip, port, hello_fields, reason, hint
         )
 
     def handle_STARTTLS(self, server: ScanSMTP, session: Session, envelope: Envelope) -> bool:

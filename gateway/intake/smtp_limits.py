@@ -33,6 +33,9 @@ class SmtpLimits:
     #: these bounds the door answers and closes the connection instead.
     oversize_drain_bytes: int = 1024 * 1024 * 1024
     oversize_drain_seconds: float = 600.0
+    #: A TLS client sends its ClientHello at once; silence means it expects plain SMTP (told so, then closed).
+    tls_hello_seconds: float = 5.0
+    tls_handshake_seconds: int = 30
 
 
 def address_in(address: str, networks: Iterable[Network]) -> bool:

@@ -14,15 +14,17 @@ import logging
 import re
 import ssl
 import time
+from asyncio import sslproto
 from typing import TYPE_CHECKING
 
-from aiosmtpd.smtp import MISSING, SMTP, syntax
+from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
 from gateway.core.devices import Device
 from gateway.core.errors import MessageTooLarge
 from gateway.intake.smtp_auth import decode_base64, split_plain
 from gateway.intake.smtp_data import DataReader
 from gateway.intake.smtp_tls import describe
+from gateway.intake.smtp_tls_gate import HelloGate
 
 if TYPE_CHECKING:
     from gateway.intake.smtp_door import Door
@@ -193,10 +195,43 @@ class ScanSMTP(SMTP):
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:
+        """aiosmtpd's STARTTLS with a HelloGate in front of the TLS layer, so a failed handshake is one log line
+        naming what the device offered (aiosmtpd logs two tracebacks and no peer)."""
         if self.secure:
             await self.push("503 5.5.1 TLS already active")
             return
-        await super().smtp_STARTTLS(arg)
+        if arg:
+            await self.push("501 5.5.4 Syntax: STARTTLS")
+            return
+        assert self.tls_context is not None and self.transport is not None
+        await self.push("220 2.0.0 Ready to start TLS")
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        tls = sslproto.SSLProtocol(
+            self.loop,
+            self,
+            self.tls_context,
+            waiter,
+            server_side=True,
+            ssl_handshake_timeout=self.door.limits.tls_handshake_seconds,
+        )
+        gate = HelloGate(tls, waiter, hello_seconds=self.door.limits.tls_hello_seconds)
+        self._tls_protocol = tls
+        self._original_transport = self.transport
+        self._original_transport.set_protocol(gate)
+        gate.connection_made(self._original_transport)
+        self.transport = tls._app_transport  # what aiosmtpd does: the session now writes through TLS
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self.door.tls_failed(self.peer_ip, "starttls", gate.first, error)
+            raise TLSSetupException() from error  # aiosmtpd closes the connection and releases the session
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            return ""  # logged once by tls_failed; aiosmtpd closes the connection without a reply
+        return await super().handle_exception(error)
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:

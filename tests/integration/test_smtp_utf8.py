@@ -8,6 +8,7 @@ import base64
 import smtplib
 from pathlib import Path
 
+from gateway.services import Services
 from tests.integration.test_smtp_clients import deliver_all
 from tests.integration.test_smtp_harness import USER, Dialogue, running_smtp
 
@@ -51,3 +52,25 @@ def test_in_smtputf8_mode_the_policy_holds_and_bytes_that_are_not_utf8_are_refus
         assert talk.reply().startswith("553 5.1.3")
         assert talk.ask("RCPT TO:<bob@contoso.com>").startswith("250")
         assert run.jobs() == []
+
+
+def test_utf8_addresses_follow_the_shared_recipient_decision(tmp_path: Path) -> None:
+    """gateway.core.addresses: an IDN domain goes out as its A-label; a non-ASCII local part cannot be delivered
+    through Graph, so it is refused at RCPT (553 naming it), never accepted and retried for a day."""
+
+    async def allow_idn(services: Services) -> None:
+        await services.registry.update(USER, allow_to=["*@contoso.com", "*@bücher.example"])
+
+    with running_smtp(tmp_path, prepare=allow_idn) as run:
+        talk = Dialogue(run.plain)
+        talk.ask("EHLO relay")
+        assert talk.ask("AUTH PLAIN " + base64.b64encode(f"\0{USER}\0{run.password}".encode()).decode())[:3] == "235"
+        assert talk.ask("MAIL FROM:<s@contoso.com> SMTPUTF8").startswith("250")
+        refused = talk.ask("RCPT TO:<jürgen@contoso.com>")
+        assert refused.startswith("553 5.1.3") and "rgen@contoso.com" in refused
+        assert talk.ask("RCPT TO:<anna@bücher.example>").startswith("250")
+        assert talk.ask("DATA").startswith("354")
+        talk.send(MESSAGE + b".\r\n")
+        assert talk.reply().startswith("250 2.0.0")
+        [job] = run.jobs()
+        assert job.to == ("anna@xn--bcher-kva.example",)

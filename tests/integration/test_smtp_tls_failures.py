@@ -1,0 +1,93 @@
+"""Failed TLS handshakes are one findable log line (client address, what it offered, the legacy-profile hint),
+on the STARTTLS port and on the implicit-TLS port, never a traceback; a client that speaks plain SMTP on the
+implicit-TLS port is told so at once instead of hanging until a timeout."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_smtp_harness import Dialogue, Pki, SmtpRun, make_pki, running_smtp
+from tests.integration.test_smtp_tls import tls10_client
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def door(tmp_path: Path, pki: Pki) -> Iterator[SmtpRun]:
+    with running_smtp(tmp_path, pki.env(), implicit=1) as run:
+        yield run
+
+
+def failure_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "event=smtp.tls_failed" in r.getMessage()]
+
+
+def poll_lines(caplog: pytest.LogCaptureFixture, count: int = 1) -> list[str]:
+    deadline = time.monotonic() + 10
+    while len(failure_lines(caplog)) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return failure_lines(caplog)
+
+
+def no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    assert [r.getMessage() for r in caplog.records if r.exc_info and r.levelno >= logging.INFO] == []
+
+
+def test_tls_1_0_device_on_starttls_is_one_line_naming_what_it_offered(
+    door: SmtpRun, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = tls10_client(pki)
+    with caplog.at_level(logging.DEBUG, logger="scangw.smtp"):
+        with smtplib.SMTP(*door.plain, timeout=10) as client:
+            with pytest.raises((ssl.SSLError, OSError, smtplib.SMTPException)):
+                client.starttls(context=old)
+        [line] = poll_lines(caplog)
+    assert "peer=127.0.0.1" in line and "port=starttls" in line
+    assert "offered=TLSv1 " in line and "AES128-SHA" in line
+    assert "SCANGW_SMTP_LEGACY_TLS=1" in line
+    no_tracebacks(caplog)
+
+
+def test_tls_1_0_device_on_the_implicit_port_is_logged_too(
+    door: SmtpRun, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="scangw.smtp"):
+        with pytest.raises((ssl.SSLError, OSError)):
+            Dialogue(door.implicit, tls10_client(pki))
+        [line] = poll_lines(caplog)
+    assert "peer=127.0.0.1" in line and "port=implicit" in line and "offered=TLSv1 " in line
+    assert "SCANGW_SMTP_LEGACY_TLS=1" in line
+    no_tracebacks(caplog)
+
+
+def test_a_client_that_rejects_the_certificate_is_logged(door: SmtpRun, caplog: pytest.LogCaptureFixture) -> None:
+    strict = ssl.create_default_context()  # does not know the test CA, as a device without it
+    with caplog.at_level(logging.DEBUG, logger="scangw.smtp"):
+        with pytest.raises(ssl.SSLError):
+            Dialogue(door.implicit, strict)
+        [line] = poll_lines(caplog)
+    assert "peer=127.0.0.1" in line and "offered=TLSv1.3" in line
+    no_tracebacks(caplog)
+
+
+def test_starttls_client_on_the_implicit_port_fails_fast_with_a_reason(
+    door: SmtpRun, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = time.monotonic()
+    with caplog.at_level(logging.DEBUG, logger="scangw.smtp"):
+        with pytest.raises(smtplib.SMTPConnectError) as refused:
+            smtplib.SMTP(*door.implicit, timeout=30)  # waits for a greeting that a TLS port never sends
+        assert time.monotonic() - started < 10
+        [line] = poll_lines(caplog)
+    assert refused.value.smtp_code == 421 and b"TLS" in refused.value.smtp_error
+    assert "peer=127.0.0.1" in line and "port=implicit" in line and "offered=nothing" in line
