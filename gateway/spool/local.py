@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from gateway.core.errors import StorageUnavailable
 from gateway.core.ports import CHUNK, Conflict, NotFound, QueueLease, Record, Spool
@@ -36,7 +36,12 @@ CREATE INDEX IF NOT EXISTS queue_visible ON queue (queue, visible_at);
 
 
 class _Database:
-    """One SQLite connection per process, serialised by a lock; calls run off the event loop.
+    """One SQLite connection per process; calls run off the event loop, committed in groups.
+
+    Group commit: whatever the process asks while a commit is on its way waits, and then goes in the next
+    transaction together, each call inside its own savepoint (a call that raises takes back only its own
+    changes). Concurrent sessions then share one fsync instead of queueing for one each, and every caller
+    still hears back only after the transaction holding its change is durable.
 
     `durable=False` skips the fsync per commit: for state that may be lost in a crash (the mailbox ledger,
     whose claims lapse by themselves), so its many small writes never queue behind the jobs' fsyncs.
@@ -47,31 +52,109 @@ class _Database:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
         self._conn.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection
+        self._queue_lock = threading.Lock()  # the calls waiting for the next transaction
+        self._waiting: list[_Call[Any]] = []
+        self._draining = False
 
-    def _locked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _commit(self, calls: list[_Call[Any]]) -> None:
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    result = fn(self._conn)
+                    for call in calls:
+                        self._conn.execute("SAVEPOINT one")
+                        call.run(self._conn)
+                        if call.error is None:
+                            self._conn.execute("RELEASE one")
+                        else:
+                            self._conn.execute("ROLLBACK TO one")
+                            self._conn.execute("RELEASE one")
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
                 self._conn.execute("COMMIT")
-                return result
             except sqlite3.Error as exc:
-                raise StorageUnavailable(f"local spool database error: {exc}") from exc
+                failure = StorageUnavailable(f"local spool database error: {exc}")
+                for call in calls:
+                    call.fail(failure, exc)
+
+    def _drain(self) -> None:
+        """Worker thread: commit what waits, in groups, until nothing does."""
+        while True:
+            with self._queue_lock:
+                calls, self._waiting = self._waiting, []
+                if not calls:
+                    self._draining = False
+                    return
+            try:
+                self._commit(calls)
+            except BaseException as exc:  # noqa: BLE001 - every caller must hear back, whatever happened
+                for call in calls:
+                    if call.error is None:
+                        call.fail(StorageUnavailable(f"local spool database error: {exc}"), exc)
+            for call in calls:
+                call.settle()
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        # Settled: a transaction waiting for the lock commits even if its caller goes away meanwhile, so the
+        # Settled: a transaction waiting for its turn commits even if its caller goes away meanwhile, so the
         # caller must learn of it before it cleans up (gateway.core.settle).
-        return await settled(asyncio.to_thread(self._locked, fn))
+        loop = asyncio.get_running_loop()
+        call: _Call[T] = _Call(fn, loop, loop.create_future())
+        with self._queue_lock:
+            self._waiting.append(call)
+            start, self._draining = not self._draining, True
+        if start:
+            loop.run_in_executor(None, self._drain)
+        assert call.future is not None
+        await settled(call.future)
+        return call.outcome()
 
     def close(self) -> None:
         """Idempotent: the queue and the tables share this connection."""
         with self._lock:
             self._conn.close()
+
+
+class _Call(Generic[T]):
+    """One caller's function in a group transaction: its result or its error, and how to tell it."""
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        loop: asyncio.AbstractEventLoop | None = None,
+        future: asyncio.Future[None] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.loop = loop
+        self.future = future
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.cause: BaseException | None = None
+
+    def run(self, conn: sqlite3.Connection) -> None:
+        try:
+            self.result = self.fn(conn)
+        except sqlite3.Error as exc:
+            self.fail(StorageUnavailable(f"local spool database error: {exc}"), exc)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller as its own outcome
+            self.error = exc
+
+    def fail(self, error: BaseException, cause: BaseException | None = None) -> None:
+        self.error, self.cause = error, cause
+
+    def settle(self) -> None:
+        if self.loop is not None and self.future is not None:
+            future = self.future
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+                self.loop.call_soon_threadsafe(lambda: None if future.done() else future.set_result(None))
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            if self.cause is not None:
+                raise self.error from self.cause
+            raise self.error
+        return self.result  # type: ignore[return-value]
 
 
 def _fsync_dir(path: Path) -> None:
