@@ -123,7 +123,7 @@ module functionApp 'br/public:avm/res/web/site:0.15.1' = {
         // The cap applies per function group (HTTP intake, queue-triggered delivery). Exchange's per-mailbox
         // limits (4 concurrent requests, Retry-After, 30 sends a minute) do not depend on it: every instance
         // claims request slots and send times in the spool's shared "mailboxes" table. Flex accepts 1 to 1000
-        // (event-driven-scaling#limit-scale-out; the preview's floor of 40 is gone), hence @minValue(1); more
+        // (event-driven-scaling#limit-scale-out; the floor of 40 of the preview is gone), hence @minValue(1); more
         // instances add intake throughput and parallelism across sender mailboxes, never more requests to one.
         maximumInstanceCount: maximumInstanceCount
         triggers: {
