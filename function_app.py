@@ -3,7 +3,7 @@
 import azure.functions as func
 
 from gateway.config import QUEUE_NAME
-from gateway.functions import PLATFORM_BODY_LIMIT, deliver_message, services, sweep_retention
+from gateway.functions import PLATFORM_BODY_LIMIT, deliver_message, measure_queue, services, sweep_retention
 from gateway.intake.http import create_app
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -23,3 +23,8 @@ async def deliver(msg: func.QueueMessage) -> None:
 @app.timer_trigger(arg_name="timer", schedule="0 17 * * * *", run_on_startup=False, use_monitor=True)
 async def retention(timer: func.TimerRequest) -> None:
     await sweep_retention()
+
+
+@app.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False, use_monitor=False)
+async def queue_age(timer: func.TimerRequest) -> None:
+    await measure_queue()

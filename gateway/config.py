@@ -75,6 +75,8 @@ class Settings:
     keep_jobs_days: float = 30.0
     azure_client_id: str | None = None
     appinsights_connection_string: str | None = field(default=None, repr=False)
+    #: SCANGW_LOG_FORMAT: `text` (key=value event lines) or `json` (one object per line).
+    log_format: str = "text"
 
     @property
     def graph_scope(self) -> str:
@@ -269,4 +271,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         keep_jobs_days=_number(env, "SCANGW_KEEP_JOBS_DAYS", 30, 0),
         azure_client_id=_text(env, "AZURE_CLIENT_ID"),
         appinsights_connection_string=_text(env, "APPLICATIONINSIGHTS_CONNECTION_STRING"),
+        log_format=_log_format(env),
     )
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    value = (_text(env, "SCANGW_LOG_FORMAT") or "text").lower()
+    if value not in {"text", "json"}:
+        raise ConfigError("SCANGW_LOG_FORMAT", f"'{value}' is unknown; use text or json.")
+    return value

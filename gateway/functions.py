@@ -54,3 +54,10 @@ async def sweep_retention() -> None:
 
     agent = await _agent()
     await sweep(agent.services, housekeeper=getattr(agent.transport, "sweep_mailboxes", None))
+
+
+async def measure_queue() -> None:
+    """The timer trigger that feeds scangw.queue.oldest_age every few minutes (the retention timer is hourly)."""
+    from gateway.status import measure_queue as measure
+
+    await measure(await services())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gateway.config import Settings
 from gateway.services import Services, build
+from gateway.status import keep_measuring
 from gateway.telemetry import configure_logging
 
 log = logging.getLogger("scangw")
@@ -96,10 +97,13 @@ async def _run_worker(
     target = f"outbox {svc.settings.outbox}" if svc.settings.outbox else f"Graph {svc.settings.graph_url}"
     log.info("worker delivering to %s", target)
     sweeper = None if once else asyncio.create_task(_sweep_hourly(svc, transport, stop))
+    gauge = None if once else asyncio.create_task(keep_measuring(svc, stop))  # scangw.queue.oldest_age
     try:
         worker = Worker(agent, concurrency, lease_seconds=lease_seconds)
         await (worker.drain() if once else worker.run(stop))
     finally:
+        if gauge is not None:
+            gauge.cancel()
         if sweeper is not None:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -33,7 +33,11 @@ class Services:
     jobs: JobStore
 
     def intake(self, max_bytes: int | None = None) -> Intake:
-        return Intake(self.spool, max_bytes or self.settings.max_message_bytes, self.settings.sender)
+        from gateway.telemetry.spans import traceparent
+
+        return Intake(
+            self.spool, max_bytes or self.settings.max_message_bytes, self.settings.sender, trace_context=traceparent
+        )
 
     async def close(self) -> None:
         await self.spool.close()

@@ -41,6 +41,9 @@ param senderMailbox string
 @description('Receives failure notices and alerts (SCANGW_ADMIN_EMAIL). Empty: notices go to the scanning user only.')
 param adminEmail string = ''
 
+@description('Opt-in, for sites that scan every day: alert the admin when no device sent a scan for 3 days.')
+param noScanAlertEnabled bool = false
+
 @description('Microsoft cloud of the Exchange Online tenant: picks the Graph endpoint and token scope (SCANGW_CLOUD).')
 @allowed([
   'public'
@@ -170,6 +173,19 @@ module alerts './app/alerts.bicep' = if (!empty(adminEmail)) {
     alertNamePrefix: 'alert-${resourceToken}'
     appInsightsResourceId: monitoring.outputs.appInsightsResourceId
     adminEmail: adminEmail
+    noScanAlertEnabled: noScanAlertEnabled
+    location: location
+    tags: tags
+  }
+}
+
+// The admin's workbook (scans, deliveries, failures with remedies, latency, throttling, queue, silent devices).
+module workbook './app/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    name: 'scangw ${environmentName}'
+    appInsightsResourceId: monitoring.outputs.appInsightsResourceId
     location: location
     tags: tags
   }

@@ -74,7 +74,9 @@ class Intake:
         max_bytes: int,
         default_sender: str | None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        trace_context: Callable[[], str | None] = lambda: None,
     ) -> None:
+        self.trace_context = trace_context  # the acceptance's traceparent, kept in the job record
         self.spool = spool
         self.max_bytes = max_bytes
         self.default_sender = default_sender
@@ -93,6 +95,7 @@ class Intake:
             updated=now,
             sender_name=device.sender_name,
             reply_to=device.reply_to,
+            trace_context=self.trace_context(),
             **fields,  # type: ignore[arg-type]
         )
 

@@ -69,6 +69,8 @@ class Job:
     #: Delivery progress owned by the transport (draft id, attachments done, send requested...).
     progress: dict[str, Any] = field(default_factory=dict)
     request_id: str | None = None
+    #: W3C traceparent of the acceptance, so delivery continues the scan's trace (contract section 9).
+    trace_context: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """The public view printed by `scangw jobs list --json` (contract section 2)."""
@@ -116,6 +118,7 @@ class Job:
             files=tuple(FileRef(**f) for f in data.get("files") or ()),
             progress=dict(data.get("progress") or {}),
             request_id=data.get("request_id"),
+            trace_context=data.get("trace_context"),
         )
 
     def evolve(self, now: datetime, **changes: Any) -> Job:

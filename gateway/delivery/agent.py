@@ -36,6 +36,7 @@ from gateway.delivery.links import switch_to_links, with_links
 from gateway.delivery.partial import Fragments, Merged, Wait
 from gateway.delivery.transport import Delivered, Transport
 from gateway.services import Services
+from gateway.telemetry import metrics, spans
 
 log = logging.getLogger("scangw.delivery")
 
@@ -114,12 +115,14 @@ class DeliveryAgent:
         try:
             job_id = decode_queue_message(text)
         except PoisonMessage as exc:
-            log.error("poison queue message moved aside: %s", exc)  # infra/app/alerts.bicep alerts on "poison"
+            log.error(
+                "event=queue.poison reason=%s", exc
+            )  # infra/app/kql/poison-messages.kql matches event=queue.poison
             await self.services.spool.queue.put_poison(text if isinstance(text, str) else text.decode("latin-1"))
             return Done()
         found = await self.services.jobs.get_record(job_id)
         if found is None:
-            log.error("job=%s poison: no job record (expired or never stored); message dropped", job_id)
+            log.error("event=queue.orphan job=%s no job record (expired or never stored); message dropped", job_id)
             return Done()
         job, etag = found
         if job.state.final:
@@ -133,7 +136,7 @@ class DeliveryAgent:
         try:
             await checkpoint.set(state=JobState.SENDING, attempts=job.attempts + 1, progress=progress)
             log.info("job=%s state=sending attempt=%d", job.id, checkpoint.job.attempts)
-            return await self._deliver(checkpoint)
+            return await spans.delivering(checkpoint.job, self._deliver(checkpoint))
         except TakenOver:
             log.warning("job=%s taken over by another worker", job.id)
             return Retry(TAKEN_OVER_RETRY_SECONDS)
@@ -180,6 +183,7 @@ class DeliveryAgent:
             kept[NOTIFY] = message.reply_to[0].address
         await cp.set(state=JobState.SENT, error=None, request_id=delivered.request_id, progress=kept)
         log.info("job=%s state=sent request_id=%s %s", job.id, delivered.request_id, delivered.detail)
+        metrics.scan_delivered(cp.job, message.mailbox)
         if self.settings.keep_sent_hours == 0 and LINKS_UNTIL not in kept:
             await self._drop_bytes(job.id)
         return Done()
@@ -277,6 +281,7 @@ class DeliveryAgent:
             cp.job, cp.etag = notice_cp.job, notice_cp.etag
         await cp.set(state=JobState.FAILED, error=reason)
         log.error("job=%s state=failed reason=%s", job.id, reason)
+        metrics.scan_failed(cp.job, reason, cp.job.progress.get(SENT_FROM) or job.sender or sender)
         return Done()
 
     async def _drop_bytes(self, job_id: str) -> None:

@@ -13,6 +13,7 @@ from gateway.core.links import links_pending
 from gateway.delivery.mailbox_sweep import MailboxReport
 from gateway.delivery.partial import sweep_partials
 from gateway.services import Services
+from gateway.status import record_queue_age
 
 #: The Graph transport's mailbox housekeeping (absent for the .eml outbox).
 Housekeeper = Callable[[Services, datetime], Awaitable[MailboxReport]]
@@ -64,6 +65,7 @@ async def sweep(services: Services, now: datetime | None = None, housekeeper: Ho
         elif keep_bytes_h is not None and age_h >= keep_bytes_h:
             if await services.spool.blobs.delete_prefix(f"{job.id}/"):
                 report.bytes_deleted += 1
+    record_queue_age(list(jobs.values()), now.timestamp())
     await sweep_partials(services.spool.blobs, now.timestamp(), max(settings.partial_wait_minutes / 60 * 4, 24.0))
     prefixes = {name.split("/", 1)[0] for name in await services.spool.blobs.list("")}
     for prefix in prefixes - set(jobs):

@@ -34,6 +34,7 @@ from gateway.core.links import LinkExpired, LinkInvalid, content_disposition, ve
 from gateway.core.ports import NotFound
 from gateway.intake.multipart import MultipartReader, read_field
 from gateway.services import Services
+from gateway.telemetry import metrics
 
 log = logging.getLogger("scangw.http")
 
@@ -114,7 +115,11 @@ def create_app(services: ServicesProvider, max_body_bytes: int | None = None) ->
         async def files() -> AsyncIterator[IncomingFile]:
             yield IncomingFile(name, request.headers.get("content-type"), request.stream())
 
-        return accepted(await svc.intake(limit(svc)).accept_files(device, files(), lambda: envelope))
+        return accepted(
+            await metrics.accepting(
+                "http", device.name, svc.intake(limit(svc)).accept_files(device, files(), lambda: envelope)
+            )
+        )
 
     async def post_scan(request: Request) -> Response:
         svc, device = await authenticate(request)
@@ -138,7 +143,9 @@ def create_app(services: ServicesProvider, max_body_bytes: int | None = None) ->
             body = (fields.get("body") or [request.query_params.get("body") or ""])[0] or None
             return Envelope(to, subject, body)
 
-        return accepted(await svc.intake(limit(svc)).accept_files(device, files(), envelope))
+        return accepted(
+            await metrics.accepting("http", device.name, svc.intake(limit(svc)).accept_files(device, files(), envelope))
+        )
 
     def accepted(job: Any) -> Response:
         return JSONResponse({"id": job.id, "status": job.state.value}, status_code=202)
@@ -210,6 +217,7 @@ def create_app(services: ServicesProvider, max_body_bytes: int | None = None) ->
             except GatewayError as exc:
                 level = logging.WARNING if not isinstance(exc, StorageUnavailable) else logging.ERROR
                 log.log(level, "http %s %s -> %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+                await metrics.http_refused(request.method, request.headers.get("authorization"), exc, services)
                 return _map_error(exc)
             except Exception:
                 log.exception("http %s %s failed", request.method, request.url.path)

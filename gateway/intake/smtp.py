@@ -27,6 +27,7 @@ from gateway.intake.smtp_session import ScanSMTP
 from gateway.intake.smtp_tls import TlsConfig
 from gateway.intake.smtp_tls_gate import HelloGate
 from gateway.services import Services, build
+from gateway.telemetry import metrics
 
 log = logging.getLogger("scangw.smtp")
 
@@ -103,6 +104,7 @@ class SmtpServer:
                 "private network.",
             )
         self.door = Door(settings, services, self.limits, settings.smtp_require_tls_auth)
+        metrics.watch_certificate(settings.smtp_tls_cert if self.tls else None)
         self.hostname = socket.gethostname()
         self._servers: list[asyncio.Server] = []
         self._renewer: asyncio.Task[None] | None = None

@@ -32,6 +32,7 @@ from gateway.intake.smtp_tls import describe, is_legacy
 from gateway.intake.smtp_tls_gate import NoClientHello
 from gateway.intake.smtp_tls_hello import read_hello
 from gateway.services import Services
+from gateway.telemetry import metrics
 
 if TYPE_CHECKING:
     from gateway.intake.smtp_session import ScanSMTP
@@ -171,12 +172,14 @@ class Door:
         fields = f"peer={session.peer_ip} user={username[:64]!r} mechanism={mechanism}"
         if self.login_limiter.blocked(username, key):
             log.warning("event=smtp.auth result=throttled %s", fields)
+            await metrics.login_refused("smtp", username, self.services.registry)
             return "454 4.7.0 Too many failed logins: wait a minute, then check the device's password", None
         try:
             device = await self.services.registry.verify(username, password)
         except AuthenticationFailed:
             self.login_limiter.failed(username, key)
             log.warning("event=smtp.auth result=failed %s", fields)
+            await metrics.login_refused("smtp", username, self.services.registry)
             return "535 5.7.8 Authentication failed: check the SMTP username and password on the device", None
         except StorageUnavailable as exc:
             log.error("event=smtp.auth result=unavailable %s error=%s", fields, exc)
@@ -198,6 +201,7 @@ class Door:
             (normalised,) = check_recipients(device, [address], self.settings.sender)
         except RecipientNotAllowed as exc:
             log.warning("event=smtp.rcpt result=refused peer=%s device=%s to=%s", server.peer_ip, device.name, address)
+            metrics.scan_refused("smtp", exc)
             return reply("550 5.7.1", str(exc))
         except MalformedInput as exc:
             return reply("553 5.1.3", str(exc))
@@ -214,7 +218,7 @@ class Door:
         # The spool's own cap is a backstop: bare LF -> CRLF may grow a message that was within the limit.
         intake = self.services.intake(self.max_bytes * 2 + 1024)
         try:
-            job = await intake.accept_mime(device, to, reader.chunks())
+            job = await metrics.accepting("smtp", device.name, intake.accept_mime(device, to, reader.chunks()))
         except MessageTooLarge as exc:
             status = reply("552 5.3.4", str(exc))
             log.warning("event=smtp.rejected reason=too_large %s limit=%d", fields, self.max_bytes)

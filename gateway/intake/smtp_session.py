@@ -25,6 +25,7 @@ from gateway.intake.smtp_auth import decode_base64, split_plain
 from gateway.intake.smtp_data import DataReader
 from gateway.intake.smtp_tls import describe
 from gateway.intake.smtp_tls_gate import HelloGate
+from gateway.telemetry import metrics
 
 if TYPE_CHECKING:
     from gateway.intake.smtp_door import Door
@@ -251,6 +252,7 @@ class ScanSMTP(SMTP):
         address, _, params = rest.partition(">") if rest.startswith("<") else rest.partition(" ")
         size = _SIZE.search(params)
         if size and int(size.group(1)) > self.door.max_bytes:
+            metrics.scan_refused("smtp", "size")
             await self.push(f"552 5.3.4 {MessageTooLarge(self.door.max_bytes)}")
             return
         self.envelope.mail_from = address.lstrip("<").strip() or "<>"

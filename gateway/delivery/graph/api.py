@@ -47,6 +47,8 @@ from gateway.delivery.graph.failures import (
 )
 from gateway.delivery.graph.identity import RefreshableCredential
 from gateway.delivery.graph.mailbox_limits import MailboxBusy, MailboxLimits
+from gateway.telemetry import metrics
+from gateway.telemetry.spans import graph_call
 
 T = TypeVar("T")
 
@@ -183,6 +185,7 @@ class GraphApi:
                     if failure is None:
                         raise
                     error: BaseException = exc
+                    metrics.graph_throttled(mailbox, failure.status)
                     if failure.status in (429, 503) and failure.retry_after is not None:
                         # Before the slot is released: whoever takes it next must already see the window.
                         await self.limits.throttled(mailbox, failure.retry_after)
@@ -237,6 +240,7 @@ class GraphApi:
             link = page.get("@odata.nextLink") or None
         return items, first
 
+    @graph_call("createDraft")
     async def create_draft(self, mailbox: str, draft: bytes) -> tuple[str, str | None]:
         """POST the draft (JSON from `draft.draft_json`); only the new id is read from Graph's answer."""
         created, rid = await self._json(mailbox, Method.POST, self._url(mailbox, "messages"), draft)
@@ -245,17 +249,20 @@ class GraphApi:
             raise GraphCallError(GraphFailure(status=None, code="NoDraftId", message="create answered without an id"))
         return draft_id, rid
 
+    @graph_call("addAttachment")
     async def add_attachment(self, mailbox: str, draft_id: str, attachment: bytes) -> str | None:
         url = self._url(mailbox, "messages", segment(draft_id), "attachments")
         _, rid = await self._json(mailbox, Method.POST, url, attachment, answer=False)
         return rid
 
+    @graph_call("listAttachments")
     async def list_attachments(self, mailbox: str, draft_id: str) -> list[tuple[str, int]]:
         """(name, size) of every attachment on the draft, following paging."""
         url = self._url(mailbox, "messages", segment(draft_id), "attachments") + query({"$select": "name,size"})
         items, _ = await self._pages(mailbox, url)
         return [(str(a.get("name") or ""), int(a.get("size") or 0)) for a in items]
 
+    @graph_call("createUploadSession")
     async def create_upload_session(self, mailbox: str, draft_id: str, body: bytes) -> UploadTarget:
         url = self._url(mailbox, "messages", segment(draft_id), "attachments", "createUploadSession")
         session, _ = await self._json(mailbox, Method.POST, url, body)
@@ -264,14 +271,17 @@ class GraphApi:
             raise GraphCallError(GraphFailure(status=None, code="NoUploadUrl", message="no uploadUrl in the answer"))
         return UploadTarget(upload_url, iso_expiry(session.get("expirationDateTime")))
 
+    @graph_call("send")
     async def send(self, mailbox: str, draft_id: str) -> str | None:
         url = self._url(mailbox, "messages", segment(draft_id), "send")
         _, rid = await self._json(mailbox, Method.POST, url, answer=False)
         return rid
 
+    @graph_call("delete")
     async def delete(self, mailbox: str, message_id: str) -> None:
         await self._json(mailbox, Method.DELETE, self._url(mailbox, "messages", segment(message_id)), answer=False)
 
+    @graph_call("find")
     async def find(self, mailbox: str, internet_message_id: str) -> tuple[list[Found], str | None]:
         """Every copy of the message in the mailbox (Drafts and Sent Items alike), by its internetMessageId."""
         url = self._url(mailbox, "messages") + query(
@@ -280,12 +290,14 @@ class GraphApi:
         items, rid = await self._pages(mailbox, url)
         return [Found(str(m["id"]), bool(m.get("isDraft"))) for m in items if m.get("id")], rid
 
+    @graph_call("draftsFolder")
     async def drafts_folder(self, mailbox: str) -> str | None:
         """A cheap read that needs Mail.ReadWrite on `mailbox`: what `scangw doctor` checks."""
         url = self._url(mailbox, "mailFolders", "drafts") + query({"$select": "id"})
         _, rid = await self._json(mailbox, Method.GET, url)
         return rid
 
+    @graph_call("listFolder")
     async def folder_since(
         self, mailbox: str, folder: str, field: str, op: str, moment: float, with_class: bool = False
     ) -> list[Listed]:
@@ -310,6 +322,7 @@ class GraphApi:
             found.append(Listed(str(m["id"]), str(m.get("internetMessageId") or ""), str(kind or "")))
         return found
 
+    @graph_call("readMessage")
     async def message_head(self, mailbox: str, message_id: str, limit: int) -> bytes:
         """The first `limit` bytes of a message's MIME (GET .../$value), streamed: a report may carry the
         returned original, tens of MB we never need."""

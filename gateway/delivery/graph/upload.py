@@ -26,6 +26,8 @@ from gateway.delivery.graph.failures import (
     parse_retry_after,
 )
 from gateway.delivery.graph.mailbox_limits import MailboxBusy, MailboxLimits
+from gateway.telemetry import metrics
+from gateway.telemetry.spans import graph_call
 
 #: 3,276,800 bytes: under 4 MiB and a multiple of 320 KiB, which suits Outlook and OneDrive alike.
 UPLOAD_CHUNK = 10 * 320 * 1024
@@ -64,6 +66,7 @@ class ChunkUploader:
         self.limits = limits
         self._now = wall_clock
 
+    @graph_call("uploadChunk")  # the span never records the upload URL: its query string is a credential
     async def _put(self, mailbox: str, url: str, holder: list[bytes], start: int, total: int) -> httpx.Response:
         """PUT the chunk in `holder`, handing it over so nothing keeps it once it is on the wire.
 
@@ -85,6 +88,7 @@ class ChunkUploader:
             async with self.limits.request(mailbox):
                 response = await self.http.put(url, content=body(), headers=headers)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"), self._now())
+                metrics.graph_throttled(mailbox, response.status_code)
                 if response.status_code in (429, 503) and retry_after is not None:
                     # Before the slot is released: whoever takes it next must already see the window.
                     await self.limits.throttled(mailbox, retry_after)
