@@ -301,7 +301,8 @@ module api './app/api.bicep' = {
 // Opt-in trial mode only: tenant-wide Graph application roles through the Microsoft Graph Bicep extension.
 // A managed identity created seconds earlier may not have replicated in Entra yet, and Graph then refuses the
 // assignment once ("Not a valid reference update", msgraph-bicep-types issue 193). So the grant waits for the
-// Function app and the role assignments (minutes of ARM work after the identity exists) instead of racing them.
+// slowest work after the identity exists (the Function app, the role assignments, and the Container Apps
+// environment when the SMTP door is deployed: minutes) instead of racing it.
 module graphMailRoles './app/graph-mail-roles.bicep' = if (grantTenantWideMailSend) {
   name: 'graph-mail-roles'
   scope: rg
@@ -311,6 +312,7 @@ module graphMailRoles './app/graph-mail-roles.bicep' = if (grantTenantWideMailSe
   dependsOn: [
     api
     deliveryAccess
+    smtpEnvironment
   ]
 }
 

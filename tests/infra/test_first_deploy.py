@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,6 +65,15 @@ def test_the_real_image_runs_the_door_with_its_listeners_and_probe() -> None:
     assert {(m["targetPort"], m["exposedPort"]) for m in params["additionalPortMappings"]} == {(2587, 587), (2465, 465)}
 
 
+def provisioned_files(path: Path) -> set[Path]:
+    """main.bicep and every local module it deploys, transitively: what `azd provision` runs."""
+    found = {path}
+    for module in parse(path).get("modules", {}).values():
+        if module["type"] == "local":
+            found |= provisioned_files((path.parent / module["detail"]["path"]).resolve())
+    return found
+
+
 def test_provisioning_never_creates_or_references_the_container_app() -> None:
     """azd 1.20 reported SERVICE_*_RESOURCE_EXISTS=true on first deployments (Azure/azure-dev 5931): nothing in
     `azd provision` may depend on it, nor read an app that may not exist yet."""
@@ -71,11 +81,12 @@ def test_provisioning_never_creates_or_references_the_container_app() -> None:
     assert "smtpExists" not in main.params
     parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     assert not any("RESOURCE_EXISTS" in json.dumps(p) for p in parameters.values())
-    provisioned = [p for p in bicep_files() if p.name not in {"smtp.bicep"}]
-    for path in provisioned:
-        for symbol, resource in parse(path).get("resources", {}).items():
+    for path in provisioned_files(INFRA / "main.bicep"):
+        data = parse(path)
+        for symbol, resource in data.get("resources", {}).items():
             assert not resource["type"].startswith("Microsoft.App/containerApps"), f"{path.name}: {symbol}"
-    assert not any("container-app" in json.dumps(m["detail"]) for m in main.modules.values())
+        for symbol, module in data.get("modules", {}).items():
+            assert "container-app" not in module["detail"]["path"].split("/")[-1], f"{path.name}: {symbol}"
     assert not any(p.name == "smtp-image.bicep" for p in bicep_files())
 
 
