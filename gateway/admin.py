@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.config import Settings
 from gateway.core.devices import Device, check_from_ip, check_name
 from gateway.core.errors import ConfigError, MalformedInput, UsageError
-from gateway.core.jobs import Job, JobState
+from gateway.core.jobs import JobState
+from gateway.job_table import job_table
 from gateway.services import Services, build
 
 
@@ -70,7 +73,27 @@ async def _with_services(settings: Settings) -> Services:
     return await build(settings)
 
 
+def _store_missing(settings: Settings) -> bool:
+    """True when the embedded spool's folder holds no store: admin commands then report, never create one."""
+    local = settings.local_dir
+    return local is not None and not (local / "spool.db").is_file()
+
+
+def _no_store(settings: Settings) -> str:
+    return (
+        f"there is no store at {settings.store_label} yet (`scangw dev` or `scangw devices add` creates it; "
+        "SCANGW_STORAGE chooses another)"
+    )
+
+
 async def devices(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action != "add" and _store_missing(settings):
+        if args.action != "list":
+            raise MalformedInput(f"No device named '{args.name}': {_no_store(settings)}.")
+        if args.json:
+            _print_json([])
+        print(f"No devices: {_no_store(settings)}.", file=sys.stderr)
+        return 0
     svc = await _with_services(settings)
     try:
         registry = svc.registry
@@ -93,6 +116,8 @@ async def devices(args: argparse.Namespace, settings: Settings) -> int:
             listed = [d.public() for d in await registry.list()]
             if args.json:
                 _print_json(listed)
+            elif not listed:
+                print(f"No devices in the store at {settings.store_label}: scangw devices add NAME", file=sys.stderr)
             else:
                 for d in listed:
                     state = "revoked" if d["revoked"] else "active"
@@ -103,32 +128,35 @@ async def devices(args: argparse.Namespace, settings: Settings) -> int:
         await svc.close()
 
 
-def _job_line(job: Job) -> str:
-    error = f"  {job.error}" if job.error else ""
-    return f"{job.id}  {job.state.value:<8} {job.device:<16} {job.size:>10}  {','.join(job.to)}{error}"
-
-
 async def jobs(args: argparse.Namespace, settings: Settings) -> int:
+    if _store_missing(settings):
+        if args.action != "list":
+            raise MalformedInput(f"No job {args.id}: {_no_store(settings)}.")
+        if args.json:
+            _print_json([])
+        print(f"No jobs: {_no_store(settings)}.", file=sys.stderr)
+        return 0
     svc = await _with_services(settings)
     try:
         if args.action == "list":
             listed = await svc.jobs.list(JobState(args.state) if args.state else None)
             if args.json:
                 _print_json([j.summary() for j in listed])
+            elif not listed:
+                print(f"No jobs in the store at {settings.store_label}.", file=sys.stderr)
             else:
-                for job in listed:
-                    print(_job_line(job))
+                print(job_table(listed, datetime.now(UTC)))
         elif args.action == "show":
             found = await svc.jobs.get(args.id)
             if found is None:
-                raise MalformedInput(f"No job {args.id}. See: scangw jobs list")
+                raise MalformedInput(f"No job {args.id} in the store at {settings.store_label}. See: scangw jobs list")
             detail = {**found.summary(), "files": [f.name for f in found.files]}
             print(json.dumps(detail, indent=None if args.json else 2, ensure_ascii=False))
         else:
             from gateway.delivery.requeue import retry_job
 
-            retried = await retry_job(svc, args.id)
-            print(f"job {retried.id} queued again")
+            retried = await retry_job(svc, args.id, now=args.now)
+            print(f"job {retried.id} queued again" + (" to run now" if args.now else ""))
         return 0
     finally:
         await svc.close()
@@ -137,6 +165,10 @@ async def jobs(args: argparse.Namespace, settings: Settings) -> int:
 async def sweep(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.delivery.retention import sweep as run_sweep
     from gateway.delivery.transports import make_transport
+
+    if _store_missing(settings):
+        print(f"Nothing to sweep: {_no_store(settings)}.")
+        return 0
 
     svc = await _with_services(settings)
     transport = make_transport(svc.settings, svc.spool)

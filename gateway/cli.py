@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = jobs.add_parser("show", help="one job")
     p.add_argument("id")
     p.add_argument("--json", action="store_true")
-    jobs.add_parser("retry", help="re-queue a failed job").add_argument("id")
+    p = jobs.add_parser("retry", help="re-queue a failed job")
+    p.add_argument("id")
+    p.add_argument("--now", action="store_true", help="run it at once; also a queued job waiting to retry")
 
     doctor = sub.add_parser("doctor", help="check settings, storage, identity, mail permission and mailbox")
     doctor.add_argument("--send-test", metavar="ADDR", help="also send a test message to ADDR")

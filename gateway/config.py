@@ -46,7 +46,7 @@ class StorageIdentity:
 
 @dataclass(frozen=True)
 class Settings:
-    storage: str = "local:.scangw"
+    storage: str = "local:scangw-data"
     storage_identity: StorageIdentity | None = None
     sender: str | None = None
     cloud: str = "public"
@@ -95,8 +95,33 @@ class Settings:
     def local_dir(self) -> Path | None:
         """The embedded spool's folder, or None when storage is Azure (or Azurite)."""
         if self.storage_identity is None and self.storage.startswith("local:"):
-            return Path(self.storage[len("local:") :] or ".scangw")
+            return Path(self.storage[len("local:") :] or "scangw-data")
         return None
+
+    @property
+    def store_label(self) -> str:
+        """Which store a command uses, for the lines that must say it (an absolute folder, or the account)."""
+        local = self.local_dir
+        if local is not None:
+            return str(local.resolve())
+        if self.storage_identity is not None:
+            return self.storage_identity.table_uri
+        fields = dict(part.split("=", 1) for part in self.storage.split(";") if "=" in part)
+        return f"Azure Storage account {fields.get('AccountName', 'devstoreaccount1 (Azurite)')}"
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """The embedded spool when no SCANGW_STORAGE* is set: one per-user folder, wherever the shell stands, so
+    `scangw devices list` from any folder sees what `scangw dev` created (XDG base directory convention)."""
+    import sys
+
+    xdg = (env.get("XDG_DATA_HOME") or "").strip()
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "scangw"
+    home = Path(env["HOME"]) if env.get("HOME", "").strip() else Path.home()
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "scangw"
+    return home / ".local" / "share" / "scangw"
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -156,7 +181,7 @@ def _storage(env: Mapping[str, str]) -> tuple[str, StorageIdentity | None]:
         )
         return direct or "", identity
     if direct is None:
-        return "local:.scangw", None
+        return f"local:{default_data_dir(env)}", None
     if direct.startswith("local:"):
         return direct, None
     if "=" not in direct or ("AccountName=" not in direct and "UseDevelopmentStorage" not in direct):

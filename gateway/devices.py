@@ -41,8 +41,10 @@ MAX_CONCURRENT_HASHES = 2
 
 
 class DeviceRegistry:
-    def __init__(self, table: Table, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, table: Table, clock: Callable[[], float] = time.monotonic, where: str = "") -> None:
         self._table = table
+        #: Which store this is, named in "no such device" errors (a typo in SCANGW_STORAGE looks just like it).
+        self._missing = f" in the store at {where}" if where else ""
         self._clock = clock
         self._hasher = PasswordHasher()
         self._cache_key = secrets.token_bytes(32)
@@ -56,7 +58,7 @@ class DeviceRegistry:
     async def require(self, name: str) -> Device:
         device = await self.get(name)
         if device is None:
-            raise MalformedInput(f"No device named '{name}'. See: scangw devices list")
+            raise MalformedInput(f"No device named '{name}'{self._missing}. See: scangw devices list")
         return device
 
     async def list(self) -> builtins.list[Device]:
@@ -107,7 +109,7 @@ class DeviceRegistry:
         one entry of a list against the record as read, so the rest of the list is kept."""
         record = await self._table.get(name.lower())
         if record is None:
-            raise MalformedInput(f"No device named '{name}'. See: scangw devices list")
+            raise MalformedInput(f"No device named '{name}'{self._missing}. See: scangw devices list")
         for key in ("sender", "reply_to", "default_to"):
             if changes.get(key):
                 changes[key] = normalise_address(changes[key])

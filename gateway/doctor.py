@@ -29,6 +29,14 @@ class Check:
 async def _storage(settings: Settings) -> Check:
     from gateway.services import build
 
+    local = settings.local_dir
+    if local is not None and not (local / "spool.db").is_file():  # doctor looks, it never creates a store
+        return Check(
+            "storage",
+            True,
+            f"no store at {settings.store_label} yet; `scangw dev` or `scangw devices add` creates it "
+            "(SCANGW_STORAGE chooses another)",
+        )
     try:
         svc = await build(settings)
         try:
@@ -38,8 +46,7 @@ async def _storage(settings: Settings) -> Check:
             await svc.close()
     except GatewayError as exc:
         return Check("storage", False, f"{exc}. Remedy: check SCANGW_STORAGE and the identity's storage roles.")
-    where = settings.local_dir or (settings.storage_identity.blob_uri if settings.storage_identity else "Azure")
-    return Check("storage", True, f"reachable ({where})")
+    return Check("storage", True, f"reachable ({settings.store_label})")
 
 
 async def _graph(settings: Settings, send_test: str | None) -> list[Check]:

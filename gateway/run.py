@@ -6,12 +6,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from gateway.config import Settings
+from gateway.config import Settings, default_data_dir
+from gateway.core.errors import UsageError
+from gateway.dev_lock import dev_lock
 from gateway.services import Services, build
 from gateway.status import keep_measuring
 from gateway.telemetry import configure_logging
@@ -25,13 +29,36 @@ FIRST_SWEEP_SECONDS, SWEEP_SECONDS = 60.0, 3600.0
 
 
 def dev_environment(env: dict[str, str]) -> dict[str, str]:
-    """`make dev` needs no Azure: embedded storage, and the .eml outbox unless a sender mailbox is set."""
+    """`make dev` needs no Azure: embedded storage (the per-user data folder unless SCANGW_STORAGE says
+    otherwise), and the .eml outbox in that folder unless a sender mailbox is set."""
     env = dict(env)
-    if not env.get("SCANGW_STORAGE") and not any(k.startswith("SCANGW_STORAGE__") for k in env):
-        env["SCANGW_STORAGE"] = "local:.scangw"
     if not env.get("SCANGW_SENDER") and not env.get("SCANGW_OUTBOX"):
-        env["SCANGW_OUTBOX"] = ".scangw/outbox"
+        direct = env.get("SCANGW_STORAGE", "").strip()
+        folder = Path(direct[len("local:") :]) if direct.startswith("local:") else default_data_dir(env)
+        env["SCANGW_OUTBOX"] = str(folder.resolve() / "outbox")
     return env
+
+
+class PortBusy(UsageError):
+    """A listener could not bind: another program (or another scangw) has the port."""
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind before serving, so a busy port is one line and exit 2 (uvicorn would log and exit 1 itself)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortBusy(f"cannot listen on {host}:{port}: {exc.strerror}; {_PORT_REMEDY}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+_PORT_REMEDY = "stop the program using it, or choose another port (--listen, --smtp-listen, --http-listen)."
 
 
 def _stop_event() -> asyncio.Event:
@@ -43,7 +70,7 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def _serve_http(svc: Services, host: str, port: int, stop: asyncio.Event) -> None:
+async def _serve_http(svc: Services, sock: socket.socket, stop: asyncio.Event) -> None:
     import uvicorn
 
     from gateway.intake.http import create_app
@@ -51,6 +78,7 @@ async def _serve_http(svc: Services, host: str, port: int, stop: asyncio.Event) 
     async def provider() -> Services:
         return svc
 
+    host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
         create_app(provider),
         host=host,
@@ -67,22 +95,26 @@ async def _serve_http(svc: Services, host: str, port: int, stop: asyncio.Event) 
             return contextlib.nullcontext()  # this process owns SIGTERM/SIGINT: one stop for every part
 
     server = Server(config)
-    task = asyncio.create_task(server.serve())
-    log.info("http listening on http://%s:%d/api", host, port)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    log.info("http listening on http://%s:%d (health /api/health, uploads /api/scans/NAME)", host, port)
     await stop.wait()
     server.should_exit = True
     await task
 
 
 async def _serve_smtp(
-    svc: Services, listen: list[tuple[str, int]], implicit: list[tuple[str, int]], stop: asyncio.Event
+    svc: Services,
+    listen: list[tuple[str, int]],
+    implicit: list[tuple[str, int]],
+    stop: asyncio.Event,
+    ready: Callable[[list[tuple[str, int]]], None] | None = None,
 ) -> None:
     from gateway.intake import smtp as smtp_server
 
     # A renewed certificate is picked up on SIGHUP without dropping sessions (a bad renewal keeps the old one).
     with contextlib.suppress(NotImplementedError, RuntimeError):
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, smtp_server.reload_tls)
-    await smtp_server.serve(svc.settings, listen, implicit, stop, services=svc)
+    await smtp_server.serve(svc.settings, listen, implicit, stop, services=svc, ready=ready)
 
 
 async def _run_worker(
@@ -130,9 +162,14 @@ async def _sweep_hourly(svc: Services, transport: object, stop: asyncio.Event) -
 async def _main(settings: Settings, body: Callable[[Services, asyncio.Event], Awaitable[None]]) -> int:
     configure_logging(settings)
     stop = _stop_event()
+    log.info("store: %s", settings.store_label)
     svc = await build(settings)
     try:
         await body(svc, stop)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        raise PortBusy(f"cannot listen: {exc.strerror or exc}; {_PORT_REMEDY} ({exc})") from None
     finally:
         await svc.close()
     return 0
@@ -144,8 +181,8 @@ async def smtp(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def http(args: argparse.Namespace, settings: Settings) -> int:
-    host, port = args.listen
-    return await _main(settings, lambda svc, stop: _serve_http(svc, host, port, stop))
+    sock = _bind(*args.listen)
+    return await _main(settings, lambda svc, stop: _serve_http(svc, sock, stop))
 
 
 async def worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -154,35 +191,62 @@ async def worker(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-async def _demo_device(svc: Services) -> tuple[str, str]:
-    """Create `demo` once; print a fresh password at every start (the old one is never stored in clear)."""
-    if await svc.registry.get(DEMO_DEVICE) is None:
+async def _demo_device(svc: Services) -> tuple[str, str | None]:
+    """Create `demo` once; print a fresh password at every start (the old one is never stored in clear).
+    A demo device the admin revoked stays revoked: restarting dev is not a way around `devices revoke`."""
+    existing = await svc.registry.get(DEMO_DEVICE)
+    if existing is None:
         device, password = await svc.registry.add(
             DEMO_DEVICE, default_to="me@example.com", allow_to=["*@example.com"], sender_name="Demo scanner"
         )
-    else:
-        device, password = await svc.registry.rotate(DEMO_DEVICE)
+        return device.username, password
+    if existing.revoked:
+        return existing.username, None
+    device, password = await svc.registry.rotate(DEMO_DEVICE)
     return device.username, password
 
 
-async def dev(args: argparse.Namespace, settings: Settings) -> int:
-    async def body(svc: Services, stop: asyncio.Event) -> None:
-        username, password = await _demo_device(svc)
-        outbox = Path(settings.outbox).resolve() if settings.outbox else None
-        (smtp_host, smtp_port), (http_host, http_port) = args.smtp_listen, args.http_listen
-        print(
-            "\nscangw dev is running\n"
-            f"  HTTP  http://{http_host}:{http_port}/api   SMTP  {smtp_host}:{smtp_port}\n"
-            f"  device username: {username}\n  device password: {password}\n"
-            f"  delivering to: {outbox or 'Microsoft Graph as ' + str(settings.sender)}\n\n"
-            f"  try: curl -T scan.pdf -u '{username}:{password}' "
-            f"'http://{http_host}:{http_port}/api/scans/scan.pdf?to=me@example.com'\n",
-            flush=True,
-        )
-        await asyncio.gather(
-            _serve_smtp(svc, [args.smtp_listen], [], stop),
-            _serve_http(svc, http_host, http_port, stop),
-            _run_worker(svc, stop),
-        )
+def _banner(settings: Settings, args: argparse.Namespace, username: str, password: str | None) -> str:
+    (smtp_host, smtp_port), (http_host, http_port) = args.smtp_listen, args.http_listen
+    url = f"http://{http_host}:{http_port}"
+    target = f"{settings.outbox.resolve()} (.eml files)" if settings.outbox else f"Microsoft Graph as {settings.sender}"
+    lines = [
+        "",
+        "scangw dev is running",
+        f"  store: {settings.store_label}",
+        f"  HTTP  {url}/api/health   SMTP  {smtp_host}:{smtp_port}",
+        f"  delivering to: {target}",
+    ]
+    if password is None:
+        lines += [
+            f"  device {username} is revoked (scangw devices revoke); restarting dev does not re-activate it.",
+            "  add a device of your own: scangw devices add NAME --default-to ADDR",
+        ]
+    else:
+        lines += [
+            f"  device username: {username}",
+            f"  device password: {password}",
+            f"  try: curl -T scan.pdf -u '{username}:{password}' '{url}/api/scans/scan.pdf?to=me@example.com'",
+        ]
+    return "\n".join(lines) + "\n"
 
-    return await _main(settings, body)
+
+async def dev(args: argparse.Namespace, settings: Settings) -> int:
+    folder = settings.local_dir
+    with dev_lock(folder) if folder is not None else contextlib.nullcontext():
+        http_sock = _bind(*args.http_listen)
+
+        async def body(svc: Services, stop: asyncio.Event) -> None:
+            listening = asyncio.Event()
+            smtp = asyncio.create_task(_serve_smtp(svc, [args.smtp_listen], [], stop, lambda _: listening.set()))
+            ready = asyncio.create_task(listening.wait())
+            await asyncio.wait({smtp, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if smtp.done():
+                ready.cancel()
+                await smtp  # raises the bind error: nothing else started, the demo password unchanged
+                return
+            username, password = await _demo_device(svc)
+            print(_banner(settings, args, username, password), flush=True)
+            await asyncio.gather(smtp, _serve_http(svc, http_sock, stop), _run_worker(svc, stop))
+
+        return await _main(settings, body)

@@ -45,7 +45,12 @@ class Services:
 
 async def build(settings: Settings) -> Services:
     spool = await open_spool(settings)
-    return Services(settings=settings, spool=spool, registry=DeviceRegistry(spool.devices), jobs=JobStore(spool.jobs))
+    return Services(
+        settings=settings,
+        spool=spool,
+        registry=DeviceRegistry(spool.devices, where=settings.store_label),
+        jobs=JobStore(spool.jobs),
+    )
 
 
 def lazy(factory: Callable[[], Awaitable[Services]]) -> Callable[[], Awaitable[Services]]:

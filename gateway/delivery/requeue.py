@@ -12,13 +12,21 @@ from gateway.services import Services
 REQUEUE_DELAY = 2.0
 
 
-async def retry_job(services: Services, job_id: str) -> Job:
+async def retry_job(services: Services, job_id: str, now: bool = False) -> Job:
+    """A failed job goes back in the queue; with `now`, so does a queued job waiting out its backoff (say
+    after the admin fixed the identity), and neither waits for a delay of its own."""
     found = await services.jobs.get_record(job_id)
     if found is None:
         raise MalformedInput(f"No job {job_id}. See: scangw jobs list")
     job, etag = found
+    if now and job.state == JobState.QUEUED:
+        progress = {k: v for k, v in job.progress.items() if k != "not_before"}
+        updated, _ = await services.jobs.save(job, etag, progress=progress)
+        await services.spool.queue.put(encode_queue_message(updated))  # the record says queued already
+        return updated
     if job.state != JobState.FAILED:
-        raise MalformedInput(f"Job {job_id} is {job.state.value}; only failed jobs can be retried.")
+        hint = " (add --now to skip its wait)" if job.state == JobState.QUEUED else ""
+        raise MalformedInput(f"Job {job_id} is {job.state.value}; only failed jobs can be retried{hint}.")
     for ref in job.files:
         if not await services.spool.blobs.list(ref.blob):
             raise MalformedInput(f"Job {job_id}'s scan is no longer stored (SCANGW_KEEP_FAILED_DAYS passed).")

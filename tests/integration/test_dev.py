@@ -36,6 +36,7 @@ def _delivered(outbox: Path) -> list[email.message.EmailMessage]:
 
 def test_dev_runs_everything_with_no_azure(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k in ENV_KEEP}
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")  # the per-user data folder, not the tester's own
     smtp_port, http_port = free_port(), free_port()
     args = ("dev", "--smtp-listen", f"127.0.0.1:{smtp_port}", "--http-listen", f"127.0.0.1:{http_port}")
     url = f"http://127.0.0.1:{http_port}"
@@ -54,7 +55,7 @@ def test_dev_runs_everything_with_no_azure(tmp_path: Path) -> None:
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as client:
             client.login(user, password)
             client.send_message(message)
-        outbox = tmp_path / ".scangw" / "outbox"
+        outbox = tmp_path / "data" / "scangw" / "outbox"
         poll(lambda: len(list(outbox.glob("*.eml"))) == 2, timeout=60, what="two .eml files in the outbox")
     delivered = {m["Subject"]: m for m in _delivered(outbox)}
     assert set(delivered) == {"Scan from demo", "Scan over SMTP"}
@@ -63,8 +64,11 @@ def test_dev_runs_everything_with_no_azure(tmp_path: Path) -> None:
         assert part.get_filename() == name
         assert hashlib.sha256(part.get_content()).hexdigest() == hashlib.sha256(scan).hexdigest()
         assert delivered[subject]["To"] == "me@example.com"
-    # A second start keeps the demo device but prints a fresh password; the old one stops working.
-    with gateway_process(*args, env=env, cwd=tmp_path, health_url=f"{url}/api/health") as proc:
+    # A second start (from another folder: the store does not move) keeps the demo device but prints a fresh
+    # password; the old one stops working.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with gateway_process(*args, env=env, cwd=elsewhere, health_url=f"{url}/api/health") as proc:
         user2, password2 = _credentials(proc)
         assert (user2, password2 != password) == ("demo", True)
         assert httpx.put(f"{url}/api/scans/a.pdf", content=b"x", auth=(user, password)).status_code == 401

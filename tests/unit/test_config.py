@@ -7,8 +7,8 @@ from gateway.core.errors import ConfigError
 
 
 def test_defaults_follow_the_contract() -> None:
-    s = load_settings({})
-    assert s.storage == "local:.scangw"
+    s = load_settings({"HOME": "/home/ann"})
+    assert s.storage == "local:/home/ann/.local/share/scangw"
     assert s.max_message_bytes == 35 * MIB
     assert (s.cloud, s.graph_url, s.graph_scope) == (
         "public",
@@ -18,6 +18,13 @@ def test_defaults_follow_the_contract() -> None:
     assert (s.mailbox_rate_per_min, s.max_attempts, s.max_age_hours) == (30, 50, 24)
     assert (s.keep_sent_hours, s.keep_failed_days, s.keep_jobs_days, s.link_hours) == (0, 7, 30, 0)
     assert s.smtp_require_tls_auth is False
+
+
+def test_the_default_store_follows_xdg_data_home_and_never_the_current_folder() -> None:
+    s = load_settings({"HOME": "/home/ann", "XDG_DATA_HOME": "/srv/data"})
+    assert (s.storage, s.store_label) == ("local:/srv/data/scangw", "/srv/data/scangw")
+    assert load_settings({"HOME": "/home/ann", "XDG_DATA_HOME": "relative"}).storage.startswith("local:/home/ann/")
+    assert load_settings({"HOME": "/h", "SCANGW_STORAGE": "local:/var/lib/scangw"}).store_label == "/var/lib/scangw"
 
 
 @pytest.mark.parametrize(
