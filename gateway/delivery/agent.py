@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,6 +78,17 @@ class JobCheckpoint:
         merged = {**self.progress, **changes}
         await self.update(**{self._key: merged})
 
+    def stage(self, **changes: Any) -> None:
+        merged = {**self.progress, **changes}
+        self.stage_progress(**{self._key: merged})
+
+    def stage_progress(self, **progress: Any) -> None:
+        """Change the job in hand; the next write (always before the next side effect) carries it."""
+        self.job = replace(self.job, progress={**self.job.progress, **progress})
+
+    def stage_fields(self, **fields: Any) -> None:
+        self.job = replace(self.job, **fields)
+
     async def update(self, **progress: Any) -> None:
         new = {**self.job.progress, **progress}
         try:
@@ -134,7 +145,15 @@ class DeliveryAgent:
         progress = {k: v for k, v in job.progress.items() if k != "not_before"}
         checkpoint = JobCheckpoint(self, job, etag, "delivery")
         try:
-            await checkpoint.set(state=JobState.SENDING, attempts=job.attempts + 1, progress=progress)
+            claim = {"state": JobState.SENDING, "attempts": job.attempts + 1, "progress": progress}
+            if job.kind == JobKind.MIME and not job.progress.get("parsed"):
+                # Exploding a message is the one heavy step before the first side effect: the attempt is on
+                # record first, so a message that kills the worker every time still runs out of attempts.
+                await checkpoint.set(**claim)
+            else:
+                # Written with the first intent the transport records (before any Graph call): one write for
+                # queued -> sending; a duplicated run still loses that etag race before acting.
+                checkpoint.stage_fields(**claim)
             log.info("job=%s state=sending attempt=%d", job.id, checkpoint.job.attempts)
             return await spans.delivering(checkpoint.job, self._deliver(checkpoint))
         except TakenOver:
@@ -220,7 +239,7 @@ class DeliveryAgent:
         )
         result = await fragments.explode(job)
         if isinstance(result, ParsedMessage):
-            await cp.update(parsed=parsed_to_json(result))
+            cp.stage_progress(parsed=parsed_to_json(result))  # a crash before the next write parses again
         return result
 
     async def _wait_for_fragments(self, cp: JobCheckpoint, wait: Wait) -> Outcome:

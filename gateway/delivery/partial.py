@@ -25,7 +25,7 @@ from gateway.core.message import ParsedMessage
 from gateway.core.mime.headers import MAX_HEADER_BYTES, HeaderBlock, header_end, parse_header_block
 from gateway.core.mime.partial import PartialInfo, merged_headers, partial_info
 from gateway.core.ports import BlobStore
-from gateway.delivery.explode import explode_mime, explode_stream, received_at
+from gateway.delivery.explode import explode_stream, received_at
 
 PREFIX = "partial"
 #: How often a waiting fragment job looks again.
@@ -151,8 +151,15 @@ class Fragments:
         headers = parse_header_block(head[: end if end >= 0 else len(head)])
         info = partial_info(headers)
         if info is None:
-            return await explode_mime(job, self.blobs)
+            return await explode_stream(job.id, received_at(job), self._rest(job.files[0].blob, head), self.blobs)
         return await self._fragment(job, info)
+
+    async def _rest(self, name: str, head: bytes) -> AsyncIterator[bytes]:
+        """The whole blob, its head already in hand: a scan under MAX_HEADER_BYTES is read once, not twice."""
+        yield head
+        if len(head) >= MAX_HEADER_BYTES:
+            async for chunk in self.blobs.stream(name, len(head)):
+                yield chunk
 
     async def _fragment(self, job: Job, info: PartialInfo) -> Outcome:
         key = hashlib.sha256(f"{job.device}\0{info.id}".encode()).hexdigest()[:32]

@@ -22,6 +22,13 @@ class Checkpoint(Protocol):
     async def save(self, **changes: Any) -> None:
         """Merge `changes` into the progress durably; raises if another worker took the job over."""
 
+    def stage(self, **changes: Any) -> None:
+        """Merge `changes` into the progress now and write them with the next `save`, not before.
+
+        For a step that a crash may forget because the protocol finds it again (a draft's id, by its
+        internetMessageId): one storage write fewer per scan.
+        """
+
 
 @dataclass(frozen=True)
 class Delivered:
@@ -48,4 +55,7 @@ class MemoryCheckpoint:
         return self._progress
 
     async def save(self, **changes: Any) -> None:
+        self._progress.update(changes)
+
+    def stage(self, **changes: Any) -> None:
         self._progress.update(changes)

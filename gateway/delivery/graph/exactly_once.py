@@ -233,7 +233,13 @@ class GraphTransport:
                 await cp.save(**{DRAFT_REQUESTED: None})
             raise
         del contents
-        await cp.save(**{DRAFT_ID: draft_id, ATTACHED: inline, DRAFT_REQUESTED: None})
+        created = {DRAFT_ID: draft_id, ATTACHED: inline, DRAFT_REQUESTED: None}
+        if len(inline) == len(message.attachments):
+            # Nothing left to attach: the send's record carries the id. A crash before it finds the draft by
+            # its internetMessageId, exactly as after a lost reply to the create.
+            cp.stage(**created)
+        else:
+            await cp.save(**created)
         return draft_id
 
     async def _attach_missing(self, message: OutgoingMessage, cp: Checkpoint, draft_id: str) -> None:
