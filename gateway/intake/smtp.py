@@ -104,7 +104,7 @@ class SmtpServer:
                 "private network.",
             )
         self.door = Door(settings, services, self.limits, settings.smtp_require_tls_auth)
-        metrics.watch_certificate(settings.smtp_tls_cert if self.tls else None)
+        metrics.watch_certificate(self.tls.cert if self.tls else None)  # the self-signed one too
         self.hostname = socket.gethostname()
         self._servers: list[asyncio.Server] = []
         self._renewer: asyncio.Task[None] | None = None
@@ -226,9 +226,17 @@ class SmtpServer:
                 log.warning(
                     "event=smtp.stop_cut peer=%s (its scan is not stored; the device will resend)", session.peer_ip
                 )
+                # A temporary refusal the device can read, so it sends the scan again (close() flushes it).
+                session.goodbye("421 4.3.2 Service shutting down: this scan was not accepted; send it again shortly")
+            elif session.transport is not None:
+                session.transport.abort()  # type: ignore[attr-defined]
+        cut = time.monotonic() + 2
+        while self.door.sessions and time.monotonic() < cut:
+            await asyncio.sleep(0.01)
+        for session in list(self.door.sessions):  # peers that do not read: no more waiting for them
             if session.transport is not None:
                 session.transport.abort()  # type: ignore[attr-defined]
-        while self.door.sessions and time.monotonic() < deadline + 5:
+        while self.door.sessions and time.monotonic() < cut + 3:
             await asyncio.sleep(0.01)
         await self._close_listeners()
         log.info("event=smtp.stopped")

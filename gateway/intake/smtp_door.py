@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from aiosmtpd.smtp import Envelope, Session
@@ -59,10 +61,28 @@ def _utf8(text: str) -> bool:
     return True
 
 
+class _Refused(InputError):
+    """A refusal decided at the end of DATA, carrying its SMTP reply."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
 def _reason(error: BaseException) -> str:
     """OpenSSL's short reason (`UNSUPPORTED_PROTOCOL`, `TLSV1_ALERT_UNKNOWN_CA`) rather than the long message."""
     reason = getattr(error, "reason", None)
     return str(reason) if reason else (str(error) or type(error).__name__)
+
+
+def _idlest(waiting: list[ScanSMTP]) -> ScanSMTP | None:
+    """The unauthenticated session to close first: not one checking a password, from the address holding the
+    most such sessions (a flood, not the one device behind it), the oldest of those."""
+    candidates = [s for s in waiting if not s.authenticating]
+    if not candidates:
+        return None
+    per_address = Counter(s.peer_ip for s in candidates)
+    return min(candidates, key=lambda s: (-per_address[s.peer_ip], s.started))
 
 
 class Door:
@@ -78,6 +98,23 @@ class Door:
         self.sessions: set[ScanSMTP] = set()
         self.stopping = False
         self._warned_proxy = False
+
+    # -- admission -----------------------------------------------------------------------------------------
+
+    def admit(self, session: ScanSMTP) -> str | None:
+        """Count a new connection, or return the reply that refuses it. Unauthenticated sessions may use all
+        but `auth_reserve` slots; when they have them all (or the door is full), the idlest one is closed to
+        make room rather than refusing the newcomer, so a flood of idle sessions cannot keep a device out."""
+        if not self.connections.address_full(session.peer_ip):
+            waiting = [s for s in self.sessions if s.device is None]
+            reserve = min(self.limits.auth_reserve, self.limits.max_connections // 2)
+            cap = self.limits.max_connections - reserve
+            if len(waiting) >= cap or self.connections.total >= self.limits.max_connections:
+                victim = _idlest(waiting)
+                if victim is not None:
+                    log.warning("event=smtp.evicted peer=%s reason=unauthenticated sessions full", victim.peer_ip)
+                    victim.evict("421 4.7.0 Closing a connection that did not log in: the gateway needs the slot")
+        return self.connections.acquire(session.peer_ip)
 
     # -- events from the session ---------------------------------------------------------------------------
 
@@ -187,11 +224,40 @@ class Door:
         log.info("event=smtp.auth result=ok %s device=%s tls=%s", fields, device.name, session.secure)
         return "235 2.7.0 Authentication successful", device
 
+    async def recheck(self, server: ScanSMTP) -> str | None:
+        """Read the device record again: a session keeps no right the admin took away since it logged in
+        (`devices revoke`, a rotated password, a narrower `--from-ip`). One point read; returns the refusal, or
+        None with `server.device` refreshed (a narrower `--allow-to` then applies through the policy)."""
+        device = server.device
+        assert device is not None
+        try:
+            fresh = await self.services.registry.get(device.name)
+        except StorageUnavailable:
+            return None  # cannot tell; storing the message needs the same storage and will answer 451
+        fields = f"peer={server.peer_ip} device={device.name}"
+        if fresh is None or fresh.revoked:
+            log.warning("event=smtp.revoked %s (refused mid-session)", fields)
+            return f"550 5.7.1 Device {device.name} was revoked by the admin: nothing more is accepted from it"
+        if server.login_via == "password" and fresh.password_hash != device.password_hash:
+            log.warning("event=smtp.rotated %s (logged out mid-session)", fields)
+            server.device, server.login_via = None, ""
+            return "530 5.7.0 The device's password was changed since this session logged in: log in again"
+        if server.login_via == "address" and not address_in(server.peer_ip, networks(fresh.from_ip)):
+            log.warning("event=smtp.from_ip_removed %s (refused mid-session)", fields)
+            return f"550 5.7.1 Device {device.name} is no longer allowed from this address without a login"
+        server.device = fresh
+        return None
+
     async def handle_RCPT(
         self, server: ScanSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        assert server.device is not None  # check_auth_needed ran first
+        if not envelope.rcpt_tos:  # once per message here, and again at the end of DATA
+            refusal = await self.recheck(server)
+            if refusal is not None:
+                return refusal
         device = server.device
-        assert device is not None  # check_auth_needed ran first
+        assert device is not None
         if len(envelope.rcpt_tos) >= self.limits.max_recipients:
             return f"452 4.5.3 Too many recipients: at most {self.limits.max_recipients} per message"
         if not _utf8(address):
@@ -218,7 +284,14 @@ class Door:
         # The spool's own cap is a backstop: bare LF -> CRLF may grow a message that was within the limit.
         intake = self.services.intake(self.max_bytes * 2 + 1024)
         try:
-            job = await metrics.accepting("smtp", device.name, intake.accept_mime(device, to, reader.chunks()))
+            job = await metrics.accepting(
+                "smtp", device.name, intake.accept_mime(device, to, self._checked(server, reader.chunks()))
+            )
+        except _Refused as exc:
+            status = exc.reply
+        except RecipientNotAllowed as exc:
+            status = reply("550 5.7.1", str(exc))
+            log.warning("event=smtp.rejected reason=recipient_not_allowed %s to=%s", fields, exc.recipient)
         except MessageTooLarge as exc:
             status = reply("552 5.3.4", str(exc))
             log.warning("event=smtp.rejected reason=too_large %s limit=%d", fields, self.max_bytes)
@@ -256,6 +329,17 @@ class Door:
             log.warning("event=smtp.drain_cut %s received=%d (closing: past the drain bound)", fields, reader.received)
             return reply("552 5.3.4", str(MessageTooLarge(self.max_bytes))), False
         return status, True
+
+    async def _checked(self, server: ScanSMTP, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The message as received, then the device re-checked before the spool commits it: a refusal raised
+        here leaves nothing stored."""
+        async for chunk in chunks:
+            yield chunk
+        refusal = await self.recheck(server)
+        if refusal is not None:
+            raise _Refused(refusal)
+        assert server.device is not None and server.envelope is not None
+        check_recipients(server.device, list(server.envelope.rcpt_tos), self.settings.sender)
 
     async def handle_exception(self, error: Exception) -> str:
         """aiosmtpd's fallback for anything unexpected: log it here, never show a traceback to the device."""

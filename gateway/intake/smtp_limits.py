@@ -21,6 +21,10 @@ class SmtpLimits:
 
     max_connections: int = 1000
     max_per_address: int = 50
+    #: Slots only sessions that logged in may use: idle unauthenticated sessions can never fill the door.
+    auth_reserve: int = 200
+    #: From connect to login (AUTH, or MAIL for devices allowed by address); NOOP and RSET do not extend it.
+    preauth_seconds: float = 60.0
     #: Password checks at once: each argon2 verification takes 64 MiB, ten scanners logging in together 640.
     auth_failures: int = 5
     auth_window_seconds: float = 60.0
@@ -67,13 +71,16 @@ class ConnectionLimiter:
         self._per_address: Counter[str] = Counter()
         self.total = 0
 
+    def address_full(self, address: str) -> bool:
+        """The address has its share of connections (never true for a proxy, where one address is many)."""
+        return not address_in(address, self._proxies) and self._per_address[address] >= self._limits.max_per_address
+
     def acquire(self, address: str) -> str | None:
         """Count a new connection, or return the reply that refuses it."""
+        if self.address_full(address):
+            return "421 4.7.0 Too many connections from your address; close some and try again"
         if self.total >= self._limits.max_connections:
             return "421 4.3.2 Too many connections to the gateway; try again in a minute"
-        proxied = address_in(address, self._proxies)
-        if not proxied and self._per_address[address] >= self._limits.max_per_address:
-            return "421 4.7.0 Too many connections from your address; close some and try again"
         self.total += 1
         self._per_address[address] += 1
         return None

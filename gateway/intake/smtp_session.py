@@ -68,6 +68,8 @@ class ScanSMTP(SMTP):
         self.tls_protocol = "none"
         self._counted = False
         self._refused = False
+        self._preauth_timer: asyncio.TimerHandle | None = None
+        self.authenticating = False  # a password check is running: not idle, never evicted
         self._address_checked = False
 
     @property
@@ -81,7 +83,7 @@ class ScanSMTP(SMTP):
         if first:
             peer = transport.get_extra_info("peername")
             self.peer_ip = str(peer[0]) if peer else ""
-            refusal = self.door.connections.acquire(self.peer_ip)
+            refusal = self.door.admit(self)
             if refusal is not None:
                 self._refused = True
                 log.warning("event=smtp.refused peer=%s reason=%s", self.peer_ip, refusal[4:9])
@@ -90,6 +92,9 @@ class ScanSMTP(SMTP):
                 return
             self._counted = True
             self.door.sessions.add(self)
+            self._preauth_timer = asyncio.get_running_loop().call_later(
+                self.door.limits.preauth_seconds, self._preauth_expired
+            )
         else:  # STARTTLS finished: RFC 3207 says forget everything learnt before
             self.device = None
             self.login_via = ""
@@ -102,12 +107,38 @@ class ScanSMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return
+        self._release()
+        super().connection_lost(error)
+
+    def _release(self) -> None:
+        if self._preauth_timer is not None:
+            self._preauth_timer.cancel()
+            self._preauth_timer = None
         if self._counted:
             self._counted = False
             self.door.connections.release(self.peer_ip)
             self.door.sessions.discard(self)
             self.door.disconnected(self)
-        super().connection_lost(error)
+
+    def _logged_in(self, device: Device, via: str) -> None:
+        self.device, self.login_via = device, via
+        if self._preauth_timer is not None:
+            self._preauth_timer.cancel()
+            self._preauth_timer = None
+
+    def _preauth_expired(self) -> None:
+        """NOOP and RSET reset aiosmtpd's idle timer, not this one: a session gets this long to log in."""
+        self._preauth_timer = None
+        if self.device is None and not self.authenticating:
+            log.info("event=smtp.preauth_timeout peer=%s seconds=%g", self.peer_ip, self.door.limits.preauth_seconds)
+            self.goodbye(
+                f"421 4.7.0 No login within {self.door.limits.preauth_seconds:g} seconds: closing the connection"
+            )
+
+    def evict(self, reply: str) -> None:
+        """Close to make room for a new connection; its slot is free at once, not when the close completes."""
+        self.goodbye(reply)
+        self._release()
 
     def eof_received(self) -> bool | None:
         if self._refused:
@@ -129,7 +160,7 @@ class ScanSMTP(SMTP):
             self._address_checked = True
             device = await self.door.device_for_address(self.peer_ip)
             if device is not None:
-                self.device, self.login_via = device, "address"
+                self._logged_in(device, "address")
                 return False
         await self.push("530 5.7.0 Authentication required: set the SMTP username and password on the device")
         return True
@@ -158,9 +189,13 @@ class ScanSMTP(SMTP):
             return
         if credentials is None:
             return  # the reply was sent already
-        reply, device = await self.door.authenticate(self, mechanism, *credentials)
+        self.authenticating = True
+        try:
+            reply, device = await self.door.authenticate(self, mechanism, *credentials)
+        finally:
+            self.authenticating = False
         if device is not None:
-            self.device, self.login_via = device, "password"
+            self._logged_in(device, "password")
             assert self.session is not None
             self.session.authenticated = True
         await self.push(reply)
