@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.config import Settings, load_settings
 from gateway.core.errors import ConfigError, GatewayError, StorageUnavailable, UsageError
+from gateway.status_cli import add_status_parser, export_for_command, status_command
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--now", action="store_true", help="run it at once; also a queued job waiting to retry")
 
+    add_status_parser(sub)
     doctor = sub.add_parser("doctor", help="check settings, storage, identity, mail permission and mailbox")
     doctor.add_argument("--send-test", metavar="ADDR", help="also send a test message to ADDR")
     return parser
@@ -127,6 +129,7 @@ def _handler(args: argparse.Namespace) -> Handler:
         "sweep": admin.sweep,
         "devices": admin.devices,
         "jobs": admin.jobs,
+        "status": status_command,
     }
     return table[args.command]
 
@@ -153,6 +156,7 @@ def _main(argv: Sequence[str] | None, env: dict[str, str] | None) -> int:
         return doctor_main(args, environ)
     try:
         settings = load_settings(environ)
+        export_for_command(args.command, settings)
         return asyncio.run(_handler(args)(args, settings))
     except GatewayError as exc:
         print(f"scangw: {_describe(exc)}", file=sys.stderr)
