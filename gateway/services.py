@@ -40,6 +40,9 @@ class Services:
         )
 
     async def close(self) -> None:
+        from gateway.core.accept import settle_accepts
+
+        await settle_accepts()  # a scan still being taken back must finish before storage closes under it
         await self.spool.close()
 
 

@@ -1,10 +1,13 @@
 """accept(): the one rule both front doors follow. Bytes first, then the job record, then the queue
 message, and only then may the edge answer 250/202. Any failure on the way removes what was written, so
-nothing is half-accepted and the device simply retries.
+nothing is half-accepted and the device simply retries. A cancellation (the client went away, a shutdown)
+leaves nothing as well, unless the queue message was already out: then everything is stored and the scan
+goes. Where even the removal fails, the sweep reconciles the record (gateway.delivery.reconcile).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import mimetypes
 import re
@@ -12,11 +15,13 @@ import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.core.devices import Device, sender_mailbox
 from gateway.core.errors import BusyError, InputError, MalformedInput, MessageTooLarge, StorageUnavailable
 from gateway.core.jobs import FileRef, Job, JobKind, encode_queue_message, iso, new_job_id
 from gateway.core.ports import Spool
+from gateway.core.settle import settled
 
 log = logging.getLogger("scangw.accept")
 
@@ -65,6 +70,44 @@ class _Budget:
             if self.used > self.limit:
                 raise MessageTooLarge(self.limit)
             yield chunk
+
+
+#: Accepts in progress in this process: storage must not close under one that is still taking back its record.
+_COMMITS: set[asyncio.Task[Any]] = set()
+
+
+async def settle_accepts(timeout: float = 30.0) -> None:
+    """Wait (up to `timeout`) for accepts still in progress, typically ones whose client went away and which
+    are taking back what they wrote; called before the spool closes at shutdown."""
+    current = asyncio.current_task()
+    pending = {task for task in _COMMITS if task is not current and not task.done()}
+    if pending:
+        log.info("waiting for %d scan(s) still being stored or taken back", len(pending))
+        await asyncio.wait(pending, timeout=timeout)
+
+
+@dataclass
+class _Outcome:
+    cut: bool = False  # the caller was cancelled while the record and message were being written
+    queued: bool = False  # the queue message is out: the scan is accepted, whoever hears of it
+
+
+async def _through_cancellation(job_id: str, step: Awaitable[None], outcome: _Outcome) -> None:
+    """Run the record-and-enqueue step to its end even if the caller is cancelled meanwhile (a thread or a
+    request on the wire cannot be stopped half-way); mark the cut so the step takes back what it can."""
+    task = asyncio.ensure_future(step)
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            if not outcome.cut:
+                log.info("job=%s event=accept.cut the client went away while storing; settling first", job_id)
+            outcome.cut = True
+    if outcome.cut:
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller's cancellation is what it hears
+        raise asyncio.CancelledError
+    task.result()
 
 
 class Intake:
@@ -158,17 +201,27 @@ class Intake:
         return await self._commit(job, spool_message, finish)
 
     async def _commit(self, job: Job, write: Callable[[], Awaitable[None]], finish: Callable[[], Job]) -> Job:
+        me = asyncio.current_task()
+        if me is not None:
+            _COMMITS.add(me)
+        try:
+            return await self._commit_tracked(job, write, finish)
+        finally:
+            _COMMITS.discard(me)
+
+    async def _commit_tracked(self, job: Job, write: Callable[[], Awaitable[None]], finish: Callable[[], Job]) -> Job:
+        outcome = _Outcome()
         try:
             await write()
             final = finish()
-            await self.spool.jobs.insert(final.id, final.to_record())
-            try:
-                await self.spool.queue.put(encode_queue_message(final))
-            except BaseException:
-                await self.spool.jobs.delete(final.id)
-                raise
+            await _through_cancellation(final.id, self._record_and_enqueue(final, outcome), outcome)
         except BaseException as exc:
-            await self._discard(job.id)
+            if outcome.queued:  # only a cancellation gets here once the message is out: the scan will go
+                log.warning(
+                    "job=%s state=queued, but its client went away before hearing so (a resend may repeat it)", job.id
+                )
+                raise
+            await settled(self._discard(job.id))
             if isinstance(exc, Exception) and not isinstance(exc, (InputError, StorageUnavailable, BusyError)):
                 # Only typed errors may leave the core; an unknown failure here is a storage fault.
                 log.exception("job=%s accept failed", job.id)
@@ -176,6 +229,22 @@ class Intake:
             raise
         log.info("job=%s state=queued device=%s size=%d to=%s", final.id, final.device, final.size, ",".join(final.to))
         return final
+
+    async def _record_and_enqueue(self, final: Job, outcome: _Outcome) -> None:
+        """Record, then enqueue; on any failure, or if the client went away before the message was out, take
+        the record back (it may exist even when the insert's reply was lost; deleting is idempotent)."""
+        try:
+            await self.spool.jobs.insert(final.id, final.to_record())
+            if outcome.cut:
+                raise asyncio.CancelledError  # nobody hears the answer: store nothing rather than a duplicate
+            await self.spool.queue.put(encode_queue_message(final))
+            outcome.queued = True
+        except BaseException:
+            try:
+                await self.spool.jobs.delete(final.id)
+            except Exception as exc:  # noqa: BLE001 - the sweep reconciles a queued record with no message
+                log.error("job=%s record left without a queue message (the sweep will reconcile it): %s", final.id, exc)
+            raise
 
     async def _discard(self, job_id: str) -> None:
         try:

@@ -16,6 +16,7 @@ from azure.storage.blob.aio import ContainerClient
 
 from gateway.core.links import content_disposition
 from gateway.core.ports import CHUNK, NotFound
+from gateway.core.settle import settled
 from gateway.spool.azure_errors import mapped
 
 #: Bytes gathered before staging a block: few round trips, memory bounded by one block per upload,
@@ -61,7 +62,7 @@ class AzureBlobStore:
         if buffer:
             await stage(bytes(buffer))
         with mapped(f"commit blob {name}"):
-            await blob.commit_block_list(block_ids)
+            await settled(blob.commit_block_list(block_ids))  # a cancelled caller still learns if it landed
         return size
 
     async def stream(self, name: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
