@@ -9,6 +9,8 @@ import pytest
 
 from tests.integration.azurite import find_azurite, running_azurite
 
+pytest_plugins = ["tests.ci_skips"]  # under CI=true a skipped test fails the run (see that module)
+
 
 @pytest.fixture(scope="session")
 def azurite_connection_string(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
