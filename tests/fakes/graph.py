@@ -8,10 +8,11 @@ Rules and the answers chosen (sources: /work/shared/platform-facts.md sections 1
 - Bearer token checked with the `FakeIdentityEndpoint` (audience `https://graph.microsoft.com` by default,
   expiry, revocation, app roles: Mail.ReadWrite for drafts/attachments/search, Mail.Send for send/sendMail),
   else 401 `InvalidAuthenticationToken` / 403 `ErrorAccessDenied`. `/me` is 400 (app-only).
-- Request bodies over 4 MiB: 413 `RequestEntityTooLarge`, except `POST .../attachments`, which instead must
-  decode to < 3 MiB, else also 413 `RequestEntityTooLarge` (guess: real Graph has answered 400 BadRequest
-  "Maximum request length exceeded." or a bare 413). POST/PUT/PATCH without Content-Length: 411 (reported
-  for Graph's front end; the docs show `Content-Length: 0` on `.../send`).
+- Request bodies over 4 MiB: 400 `BadRequest` "The maximum request length supported is 4MB." (Graph's own
+  answer, microsoftgraph/microsoft-graph-docs issues 11806 and 85; a Q&A answer's "413" is not what Graph
+  sends), except `POST .../attachments`, which instead must decode to < 3 MiB (the attachment docs' limit),
+  else the same 400 (the 3 MiB cut-off for the reply is a guess). POST/PUT/PATCH without Content-Length: 411
+  (reported for Graph's front end; the docs show `Content-Length: 0` on `.../send`).
 - Message bodies: camelCase or PascalCase names; unknown or read-only properties 400 `RequestBodyRead`; custom
   headers must start with x-/X- (400 `InvalidInternetMessageHeader`) and number at most 5 (400
   `InvalidInternetMessageHeaderCollection`, a third-party report); `internetMessageId` must be `<left@right>`
@@ -26,7 +27,11 @@ Rules and the answers chosen (sources: /work/shared/platform-facts.md sections 1
   `bare_next_range=False` gives "<next>-"), final 201 + Location. Repeating an accepted range: 416 with
   `nextExpectedRanges` (not a violation: a lost reply forces it); skipping ahead: 416 + violation. Expired
   session: 401 `InvalidAuthenticationToken` (guess); cancelled/finished session or deleted draft: 404 (guess).
-- Send: the draft id dies (404 `ErrorItemNotFound` afterwards) and a Sent Items copy gets a new id. No
+- Send: the draft id dies (404 `ErrorItemNotFound` afterwards) and a Sent Items copy gets a new id. Exchange
+  does this asynchronously (platform-facts: "creates the item in Drafts, then moves it to Sent Items"): with
+  `send_lag` the draft stays in Drafts, still a draft, for that long after the 202, and a second send of it
+  goes out again (a duplicate the tests catch); only then is it delivered and copied to Sent Items, which
+  `$filter` finds `search_lag` later still. No
   recipients: 400 `ErrorInvalidRecipients`; from/sender not the mailbox (nor an alias / send_as address) with
   `send_as_denied`: 403 `ErrorSendAsDenied` (status a guess); over `max_send_size` (base64 estimate):
   400 `ErrorMessageSizeExceeded` (status a guess). Sending with an unfinished upload session is a violation.
@@ -50,7 +55,7 @@ from typing import Any
 from urllib.parse import unquote, urlencode
 
 from ._http import Response
-from .graph_core import GRAPH_AUDIENCE, MAX_BODY, GraphCore, TokenValidator
+from .graph_core import GRAPH_AUDIENCE, MAX_BODY, MAX_REQUEST_MESSAGE, GraphCore, TokenValidator
 from .graph_model import (
     DEFAULT_MAX_SEND,
     SMALL_ATTACHMENT_LIMIT,
@@ -326,12 +331,8 @@ class FakeGraph(GraphCore):
     def _add_attachment(self, ctx: Ctx, box: Mailbox, message_id: str) -> Response:
         item = self._item(box, message_id, draft=True)
         attachment = parse_attachment(self._body(ctx, mime_ok=False), now=self.clock())
-        if attachment.size >= SMALL_ATTACHMENT_LIMIT:
-            raise bad(
-                "RequestEntityTooLarge",
-                f"An attachment of {attachment.size} bytes needs an upload session (limit < {SMALL_ATTACHMENT_LIMIT}).",
-                413,
-            )
+        if attachment.size >= SMALL_ATTACHMENT_LIMIT:  # the body of one this size is over 4 MB as base64
+            raise bad("BadRequest", MAX_REQUEST_MESSAGE)
         item.fields.attachments.append(attachment)
         return self._json(201, attachment.to_json(with_bytes=True), ctx)
 
@@ -467,9 +468,21 @@ class FakeGraph(GraphCore):
         self._check_sendable(box, item)
         if item.open_uploads:
             self._violate(f"send of {box.upn} draft with {item.open_uploads} unfinished upload session(s)")
+        if self.send_lag > 0:  # Exchange acts later: the draft stays where it is until then
+            self._pending_sends.append((self.clock() + self.send_lag, box, item))
+            return self._empty(202, ctx)
         del box.items[item.id]
         self._deliver(box, item, "send", save=True)
         return self._empty(202, ctx)
+
+    def settle(self) -> None:
+        with self._lock:
+            now = self.clock()
+            due = [p for p in self._pending_sends if p[0] <= now]
+            self._pending_sends = [p for p in self._pending_sends if p[0] > now]
+            for _, box, item in sorted(due, key=lambda p: p[0]):
+                box.items.pop(item.id, None)
+                self._deliver(box, item, "send", save=True)  # a draft sent twice goes out twice
 
     def _send_mail(self, ctx: Ctx, box: Mailbox) -> Response:
         body = self._body(ctx, mime_ok=True)

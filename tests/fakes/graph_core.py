@@ -36,6 +36,9 @@ from .identity import FakeIdentityEndpoint, InvalidToken, TokenClaims
 
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
 MAX_BODY = 4 * 1024 * 1024
+#: What Graph answers (400 BadRequest) to a request body over 4 MB: microsoftgraph/microsoft-graph-docs issue
+#: 11806 (2021, this wording); issue 85 (2015) shows the older "Maximum request length exceeded." with 400 too.
+MAX_REQUEST_MESSAGE = "The maximum request length supported is 4MB."
 
 TokenValidator = Callable[[str], TokenClaims]
 
@@ -65,6 +68,7 @@ class GraphCore(BackgroundServer):
         max_concurrency: int = 4,
         max_custom_headers: int = 5,
         search_lag: float = 0.0,
+        send_lag: float = 0.0,
         throttle_rate: float = 0.0,
         error_rate: float = 0.0,
         lose_reply_rate: float = 0.0,
@@ -84,6 +88,8 @@ class GraphCore(BackgroundServer):
         - `bare_next_range`: upload PUT replies say ["<next>"] (Outlook docs) rather than ["<next>-"].
         - `max_concurrency`, `max_custom_headers`: Graph's 4 in-flight requests per mailbox, 5 x- headers.
         - `search_lag`: seconds before a new item can be found by `$filter`.
+        - `send_lag`: seconds between a `.../send` 202 and Exchange acting on it: until then the draft stays
+          in Drafts (a second send of it goes out again) and nothing is delivered or in Sent Items.
         - `throttle_rate`, `error_rate`, `lose_reply_rate`: per-request probabilities (drawn from
           `random.Random(seed)`) of a 429 with `Retry-After: retry_after`, a 503, and "acted, then lost the
           reply" (connection dropped, or `lose_reply_status` such as 504 returned after acting).
@@ -99,6 +105,7 @@ class GraphCore(BackgroundServer):
         self.audience = audience.rstrip("/")
         self.check_roles, self.strict_320k, self.bare_next_range = check_roles, strict_320k, bare_next_range
         self.max_concurrency, self.max_custom_headers, self.search_lag = max_concurrency, max_custom_headers, search_lag
+        self.send_lag = send_lag
         #: Fault knobs: probabilities per request (decided with `rng`), Retry-After seconds, lost-reply style
         #: (None = drop the connection after acting, or a status such as 504 returned after acting).
         self.throttle_rate, self.error_rate, self.lose_reply_rate = throttle_rate, error_rate, lose_reply_rate
@@ -126,6 +133,8 @@ class GraphCore(BackgroundServer):
         self.max_concurrency_seen: dict[str, int] = {}
         #: Recipients (lower-case) whose server refuses mail after Graph's 202: an NDR lands in the sender's Inbox.
         self.bounce_recipients: set[str] = set()
+        #: Sends Exchange has accepted (202) but not acted on yet: (when it will, mailbox, draft).
+        self._pending_sends: list[tuple[float, Mailbox, Item]] = []
 
     # -- test-facing API --------------------------------------------------------------------------
     @property
@@ -161,8 +170,12 @@ class GraphCore(BackgroundServer):
     def mailbox(self, name: str) -> Mailbox:
         return self._mailboxes[name.lower()]
 
+    def settle(self) -> None:
+        """Act on the sends whose `send_lag` has passed (by `clock`); every request and inspection calls it."""
+
     def items(self, mailbox: str, folder: str | None = None) -> list[Item]:
         """A snapshot of the mailbox's drafts and Sent Items copies (`folder` = "drafts" / "sentitems")."""
+        self.settle()
         with self._lock:
             return [i for i in self.mailbox(mailbox).items.values() if folder in (None, i.folder)]
 
@@ -201,7 +214,7 @@ class GraphCore(BackgroundServer):
     def wait_for_sent(self, n: int = 1, timeout: float = 10.0) -> list[DeliveredMessage]:
         """Block until at least `n` messages were delivered (condition variable + deadline, no sleeps)."""
         with self._sent_cv:
-            if not self._sent_cv.wait_for(lambda: len(self.sent) >= n, timeout):
+            if not self._sent_cv.wait_for(lambda: self.settle() or len(self.sent) >= n, timeout):
                 raise AssertionError(
                     f"expected {n} delivered message(s) within {timeout}s, got {len(self.sent)}; "
                     f"violations={self.violations}"
@@ -241,6 +254,7 @@ class GraphCore(BackgroundServer):
     def handle(self, request: Request) -> Response:
         ctx = Ctx(request)
         try:
+            self.settle()
             response = self._route(ctx)
         except GraphError as err:
             if err.violation:
@@ -272,11 +286,7 @@ class GraphCore(BackgroundServer):
             )
         is_attachment_post = req.method == "POST" and req.path.rstrip("/").lower().endswith("/attachments")
         if req.body_too_large or (len(req.body) > MAX_BODY and not is_attachment_post):
-            raise bad(
-                "RequestEntityTooLarge",
-                f"Maximum request length exceeded: {req.content_length} > {MAX_BODY} bytes.",
-                413,
-            )
+            raise bad("BadRequest", MAX_REQUEST_MESSAGE)
         if req.path.startswith("/api/v2.0/"):
             return self._upload(ctx)
         ctx.graph = True

@@ -323,6 +323,45 @@ def test_lost_reply_after_send_is_found_sent_and_not_sent_again(tmp_path: Path, 
     spool_test(tmp_path, scenario)
 
 
+@pytest.mark.parametrize(
+    ("send_lag", "search_lag"),
+    [(0.0, 0.0), (30.0, 0.0), (0.0, 120.0), (30.0, 400.0)],
+    ids=["instant", "async-send", "search-lag", "both"],
+)
+def test_lost_send_reply_under_exchange_lags_is_sent_exactly_once(
+    tmp_path: Path, graph: FakeGraph, send_lag: float, search_lag: float
+) -> None:
+    """Exchange acts on a send after the 202 (the draft vanishes later) and indexes the Sent Items copy later
+    still. A worker that lost the send's reply must neither send again while the draft lingers nor take the
+    draft's disappearance, before the copy can be found, for a send that never happened."""
+
+    async def scenario(blobs: BlobStore) -> None:
+        pdf, sha = await store(blobs, "scan.pdf", 100_000)
+        skew = [0.0]
+        graph.clock = lambda: time.time() + skew[0]
+        graph.send_lag, graph.search_lag = send_lag, search_lag
+        options = {"clock": lambda: time.time() + skew[0]}
+        graph.fail_next("POST", r"/send$", 0, after_effect=True)
+        progress = MemoryCheckpoint()
+        results: list[str] = []
+        for step in (0.0, 60.0, 301.0, 200.0, 400.0, 400.0):  # workers retrying as the queue redelivers
+            skew[0] += step
+            worker = transport(graph.url, blobs, inline_retries=0, **options)
+            try:
+                results.append((await worker.deliver(outgoing((pdf,)), progress)).detail)
+                break
+            except TransientDeliveryError:
+                pass  # the lost reply, then "waiting for Exchange to show the sent message"
+            finally:
+                await worker.close()
+        assert results, "never confirmed as sent"
+        skew[0] += send_lag + search_lag + 1  # let every send Exchange accepted go out
+        assert_once(graph, [sha])
+        assert sum(c.endswith("/send") for c in graph_calls(graph)) == 1
+
+    spool_test(tmp_path, scenario)
+
+
 def test_unknown_send_outcome_waits_for_the_grace_period_then_sends_once(tmp_path: Path, graph: FakeGraph) -> None:
     async def scenario(blobs: BlobStore) -> None:
         pdf, sha = await store(blobs, "scan.pdf", 100_000)

@@ -9,12 +9,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SUITE = '''
+SUITE = """
 import pytest
 
 pytest.importorskip("no_such_module_anywhere", reason="the frobnicator is not installed")
-'''
-TESTS = '''
+"""
+TESTS = """
 import pytest
 
 def test_runs() -> None:
@@ -33,13 +33,13 @@ def test_optional() -> None:
 @pytest.mark.xfail(reason="known")
 def test_known() -> None:
     assert False
-'''
-CONFTEST = '''
+"""
+CONFTEST = """
 import tests.ci_skips as ci
 
 pytest_plugins = ["tests.ci_skips"]
 ci.ALLOWED_IN_CI["test_it.py::test_optional"] = "a real relay is optional"
-'''
+"""
 
 
 def run(tmp: Path, ci: str | None, *files: str) -> subprocess.CompletedProcess[str]:

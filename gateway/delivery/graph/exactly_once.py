@@ -3,7 +3,8 @@
 Every side effect is announced in the checkpoint before it happens, so a retry (or another worker after a
 crash) reads what may have happened and checks Graph instead of repeating it:
 
-    send_requested_at  set  → search by internetMessageId; sent copy → done; never send twice
+    send_requested_at  set  → search by internetMessageId; sent copy → done; never send twice (a draft
+                              gone without a searchable copy is waited for: Exchange indexes late)
     draft_requested, no draft_id → search; reuse the draft (delete duplicates) or create it
     draft_id           set  → attach what is missing (listing the draft when an outcome is unknown)
     all attached            → pace, record send_requested_at, send
@@ -56,6 +57,10 @@ from gateway.services import Services
 
 #: Exchange moves a sent draft to Sent Items asynchronously; "not found" is believed only after this long.
 SEND_GRACE_SECONDS = 300.0
+#: Once the draft is gone after a send request, Exchange took it to send: the Sent Items copy may still be
+#: unsearchable (the index lags, by minutes or more). Only this long after the request is "neither the draft
+#: nor the copy" believed to mean the draft was deleted before any send, and the message built again.
+SENT_INDEX_GRACE_SECONDS = 3600.0
 
 
 class LinkFallback(Protocol):
@@ -205,6 +210,13 @@ class GraphTransport:
         for orphan in (d for d in drafts if d != recorded):  # duplicates from lost creates: never complete
             await self._delete_quietly(mailbox, orphan)
         if recorded not in drafts:
+            if waited < SENT_INDEX_GRACE_SECONDS:
+                raise TransientDeliveryError(
+                    f"The draft left {mailbox} after the send request, but the sent copy is not searchable yet; "
+                    "waiting for Exchange's index.",
+                    retry_after=min(self.send_grace, SENT_INDEX_GRACE_SECONDS - waited),
+                    request_id=rid,
+                )
             raise _StartOver()
         await cp.save(**{SEND_REQUESTED_AT: None})
         return await self._send(message, cp, recorded)
