@@ -172,8 +172,16 @@ async def sweep(args: argparse.Namespace, settings: Settings) -> int:
 
     svc = await _with_services(settings)
     transport = make_transport(svc.settings, svc.spool)
+    housekeeper = getattr(transport, "sweep_mailboxes", None)
+    problem = None
+    if housekeeper is not None:  # Graph mode: mailbox housekeeping needs a token; the outbox mode has none
+        from gateway.delivery.graph.identity import identity_problem
+
+        problem = await identity_problem(settings)
     try:
-        report = await run_sweep(svc, housekeeper=getattr(transport, "sweep_mailboxes", None))
+        report = await run_sweep(svc, housekeeper=None if problem else housekeeper)
+        if problem:
+            print(f"scangw: mailboxes not swept (bounces, orphan drafts): {problem}", file=sys.stderr)
         if report.mail is not None:
             print(
                 f"mailboxes: {report.mail.bounced} bounced jobs, {report.mail.drafts_deleted} orphan drafts deleted, "
@@ -183,7 +191,7 @@ async def sweep(args: argparse.Namespace, settings: Settings) -> int:
             f"retention: {report.bytes_deleted} scans' bytes, {report.records_deleted} job records, "
             f"{report.orphans_deleted} orphans, {report.temporary_deleted} temporary files deleted"
         )
-        return 0
+        return 1 if problem else 0
     finally:
         await transport.close()
         await svc.close()

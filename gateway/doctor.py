@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
@@ -51,9 +52,19 @@ async def _storage(settings: Settings) -> Check:
 
 async def _graph(settings: Settings, send_test: str | None) -> list[Check]:
     if settings.outbox is not None:
-        return [Check("delivery", True, f"writing .eml files to {settings.outbox} (SCANGW_OUTBOX); Graph not used")]
+        eml = [Check("delivery", True, f"writing .eml files to {settings.outbox} (SCANGW_OUTBOX); Graph not used")]
+        if send_test:
+            eml.append(await _send_test_eml(settings, send_test))
+        return eml
     if not settings.sender:
-        return [Check("sender", False, "SCANGW_SENDER is not set. Remedy: set it to the shared mailbox UPN.")]
+        return [
+            Check(
+                "sender",
+                False,
+                "SCANGW_SENDER is not set. Remedy: set it to the shared mailbox UPN to send through Graph, or set "
+                "SCANGW_OUTBOX=DIR to write .eml files there instead.",
+            )
+        ]
     from gateway.delivery.graph.exactly_once import GraphTransport
     from gateway.delivery.graph.identity import build_credential
 
@@ -64,14 +75,11 @@ async def _graph(settings: Settings, send_test: str | None) -> list[Check]:
             await credential.get_token(settings.graph_scope)
             checks.append(Check("identity", True, f"token for {settings.graph_scope}"))
         except Exception as exc:  # noqa: BLE001 - any identity failure is reported, never raised
-            checks.append(
-                Check(
-                    "identity",
-                    False,
-                    f"no token: {exc}. Remedy: enable the managed identity "
-                    "(AZURE_CLIENT_ID for a user-assigned one), or `az login` on a laptop.",
-                )
-            )
+            from gateway.delivery.graph.failures import classify, failure_from_exception
+
+            failure = failure_from_exception(exc, time.time())
+            detail = str(classify(failure, settings.sender)) if failure else f"no token: {type(exc).__name__}"
+            checks.append(Check("identity", False, detail))
             return checks
         transport = GraphTransport(settings, _NoScans(), credential=credential)
         try:
@@ -112,12 +120,24 @@ class _NoScans:
         return []
 
 
-async def _send_test(settings: Settings, transport: object, address: str) -> Check:
+async def _send_test_eml(settings: Settings, address: str) -> Check:
+    """The local .eml mode's test message: written where every scan goes, through the same transport."""
+    from gateway.delivery.outbox import OutboxTransport
+
+    assert settings.outbox is not None
+    transport = OutboxTransport(settings.outbox, _NoScans())
+    try:
+        return await _send_test(settings, transport, address, f"written to {settings.outbox}")
+    finally:
+        await transport.close()
+
+
+async def _send_test(settings: Settings, transport: object, address: str, done: str = "") -> Check:
     from gateway.core.jobs import new_job_id
     from gateway.core.message import Address, OutgoingMessage
     from gateway.delivery.transport import MemoryCheckpoint
 
-    sender = settings.sender or ""
+    sender = settings.sender or "scangw@localhost"
     message = OutgoingMessage(
         mailbox=sender,
         internet_message_id=f"<doctor.{new_job_id()}@{sender.rpartition('@')[2]}>",
@@ -127,7 +147,7 @@ async def _send_test(settings: Settings, transport: object, address: str) -> Che
         bcc=(),
         reply_to=(),
         subject="scangw doctor: test message",
-        body="This test message was sent by `scangw doctor --send-test`. Delivery through Graph works.",
+        body="This test message was sent by `scangw doctor --send-test`: delivery works.",
         body_type="text",
         attachments=(),
     )
@@ -135,7 +155,7 @@ async def _send_test(settings: Settings, transport: object, address: str) -> Che
         await transport.deliver(message, MemoryCheckpoint())  # type: ignore[attr-defined]
     except DeliveryError as exc:
         return Check("send-test", False, str(exc))
-    return Check("send-test", True, f"test message sent to {address}")
+    return Check("send-test", True, f"test message to {address} {done or 'sent'}")
 
 
 async def run_checks(env: dict[str, str], send_test: str | None) -> list[Check]:

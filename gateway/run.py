@@ -128,6 +128,12 @@ async def _run_worker(
     agent = DeliveryAgent(svc, transport, fallback_sender="scangw@localhost")
     target = f"outbox {svc.settings.outbox}" if svc.settings.outbox else f"Graph {svc.settings.graph_url}"
     log.info("worker delivering to %s", target)
+    if svc.settings.outbox is None:
+        from gateway.delivery.graph.identity import identity_problem
+
+        problem = await identity_problem(svc.settings)
+        if problem:  # said once here; each job then waits with the same reason instead of failing
+            log.warning("worker has no Graph token yet; jobs wait until it has: %s", problem)
     sweeper = None if once else asyncio.create_task(_sweep_hourly(svc, transport, stop))
     gauge = None if once else asyncio.create_task(keep_measuring(svc, stop))  # scangw.queue.oldest_age
     try:
@@ -153,8 +159,16 @@ async def _sweep_hourly(svc: Services, transport: object, stop: asyncio.Event) -
         if stop.is_set():
             return
         delay = SWEEP_SECONDS
+        housekeeper = getattr(transport, "sweep_mailboxes", None)
+        if housekeeper is not None:
+            from gateway.delivery.graph.identity import identity_problem
+
+            problem = await identity_problem(svc.settings)
+            if problem:
+                log.warning("mailboxes not swept this hour: %s", problem)
+                housekeeper = None
         try:
-            await sweep(svc, housekeeper=getattr(transport, "sweep_mailboxes", None))
+            await sweep(svc, housekeeper=housekeeper)
         except Exception:  # noqa: BLE001 - housekeeping must never stop deliveries; the next hour tries again
             log.exception("sweep failed; trying again in an hour")
 

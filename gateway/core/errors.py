@@ -13,6 +13,7 @@ GatewayError
 ├── ConfigError             a setting is wrong; names the setting
 └── DeliveryError           sending through Graph (or the outbox) failed
     ├── TransientDeliveryError   retry later, maybe after `retry_after` seconds
+    │   └── Deferred             nothing failed (a mailbox budget, no identity yet): wait, spend no attempt
     └── PermanentDeliveryError   will never succeed as is; carries the admin's remedy
 """
 
@@ -87,6 +88,12 @@ class TransientDeliveryError(DeliveryError):
 class Deferred(TransientDeliveryError):
     """Nothing failed: the sender mailbox's shared budget (request slots, a Retry-After window, the send pace)
     is spent for now. The job waits without using up one of its SCANGW_MAX_ATTEMPTS; its age still bounds it."""
+
+
+class IdentityUnavailable(Deferred):
+    """No Azure identity could give a token for Graph (no `az login`, no managed identity): a setup problem, not
+    the scan's fault. The job waits `queued` with the remedy as its reason, spending neither an attempt nor its
+    age, until the admin fixes the identity (then `scangw jobs retry ID --now`, or it goes on its next try)."""
 
 
 class PermanentDeliveryError(DeliveryError):

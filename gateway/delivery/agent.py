@@ -21,6 +21,7 @@ from gateway.core.bounce import NOTIFY, SENT_FROM
 from gateway.core.devices import Device
 from gateway.core.errors import (
     Deferred,
+    IdentityUnavailable,
     PermanentDeliveryError,
     StorageUnavailable,
     TooLargeForMailbox,
@@ -182,6 +183,8 @@ class DeliveryAgent:
                     f"Set SCANGW_SENDER, or give the device one: scangw devices update {job.device} --sender <mailbox>.",
                 ) from None
             delivered = await self._deliver_message(cp, message)
+        except IdentityUnavailable as exc:
+            return await self._transient(cp, str(exc), exc.retry_after, counted=False, bounded=False)
         except Deferred as exc:
             return await self._transient(cp, str(exc), exc.retry_after, counted=False)
         except TransientDeliveryError as exc:
@@ -251,14 +254,16 @@ class DeliveryAgent:
         return Retry(wait.seconds)
 
     async def _transient(
-        self, cp: JobCheckpoint, reason: str, retry_after: float | None, counted: bool = True
+        self, cp: JobCheckpoint, reason: str, retry_after: float | None, counted: bool = True, bounded: bool = True
     ) -> Outcome:
         """Re-queue with a delay. A wait for the mailbox's budget (`counted=False`) gives the attempt back and
-        is spread by up to a quarter more, so a burst that all heard the same wait does not return at once."""
+        is spread by up to a quarter more, so a burst that all heard the same wait does not return at once.
+        A setup problem (no identity: `bounded=False`) is not the scan's fault: the job waits however long."""
         job = cp.job
         age_hours = job.age_hours(datetime.fromtimestamp(self.clock(), UTC))
         attempts = job.attempts if counted else max(0, job.attempts - 1)
-        if attempts >= self.settings.max_attempts or age_hours >= self.settings.max_age_hours:
+        too_old = bounded and age_hours >= self.settings.max_age_hours
+        if attempts >= self.settings.max_attempts or too_old:
             final = f"Gave up after {job.attempts} attempts over {age_hours:.1f} h. Last error: {reason}"
             await cp.update(failing=final)
             return await self._fail(cp, final)
@@ -271,6 +276,8 @@ class DeliveryAgent:
         await cp.set(state=JobState.QUEUED, attempts=attempts, error=reason, progress=progress)
         if counted:  # infra/app/alerts.bicep counts these lines
             log.warning("job=%s state=queued retry_in=%.0fs reason=%s", job.id, delay, reason)
+        elif not bounded:  # one line with the remedy, no traceback: the admin's to fix, no alert storm
+            log.warning("job=%s state=queued wait_in=%.0fs reason=%s", job.id, delay, reason)
         else:  # waiting for the mailbox's budget is normal under a burst: no alert
             log.info("job=%s state=queued wait_in=%.0fs reason=%s", job.id, delay, reason)
         return Retry(delay)

@@ -176,7 +176,13 @@ class GraphApi:
             inspect = HeadersInspectionHandlerOption(inspect_request_headers=False, inspect_response_headers=True)
             # The token first (from azure-identity's cache, or the identity endpoint): a request slot is held
             # only while the request itself is on its way, or it reaches Graph after a Retry-After began.
-            await self.credential.get_token(self.scope)
+            try:
+                await self.credential.get_token(self.scope)
+            except Exception as exc:  # noqa: BLE001 - no identity, or its endpoint down: mapped, or re-raised
+                token_failure = failure_from_exception(exc, self._now())
+                if token_failure is None:
+                    raise
+                raise GraphCallError(token_failure) from exc
             async with self.limits.request(mailbox):
                 try:
                     result = await call([inspect])

@@ -19,7 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.core.errors import Deferred, PermanentDeliveryError, TooLargeForMailbox, TransientDeliveryError
+from gateway.core.errors import (
+    Deferred,
+    IdentityUnavailable,
+    PermanentDeliveryError,
+    TooLargeForMailbox,
+    TransientDeliveryError,
+)
 
 GRANT = (
     "Grant Application Mail.Send and Mail.ReadWrite to the managed identity for mailbox {mb} via Exchange RBAC "
@@ -177,6 +183,17 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, float(math.ceil(moment.timestamp() - now)))
 
 
+#: Failures to get any token: no credential found, or the identity endpoint refused this machine's identity.
+IDENTITY_MISSING = frozenset({"noidentity", "tokenunavailable", "identityrejected"})
+NO_IDENTITY = (
+    "Remedy: `az login` on this machine (a laptop), a managed identity (Azure; an Azure Arc-enabled server "
+    "on-premises, AZURE_CLIENT_ID for a user-assigned one), or SCANGW_OUTBOX=DIR to write .eml files instead; "
+    "`scangw doctor` checks it."
+)
+#: How often a job waiting for an identity looks again (`scangw jobs retry ID --now` skips the wait).
+IDENTITY_WAIT_SECONDS = 60.0
+
+
 def classify(failure: GraphFailure, mailbox: str) -> TransientDeliveryError | PermanentDeliveryError:
     """The one place that decides whether a Graph failure is worth retrying."""
     code = failure.code.lower()
@@ -186,6 +203,9 @@ def classify(failure: GraphFailure, mailbox: str) -> TransientDeliveryError | Pe
         sentence, remedy = PERMANENT[code]
         kind = TooLargeForMailbox if code == "errormessagesizeexceeded" else PermanentDeliveryError
         return kind(f"{sentence.format(mb=mailbox)} Graph said: {detail}.", remedy.format(mb=mailbox), request_id=rid)
+    if code in IDENTITY_MISSING and failure.status is None:  # no token at all: a setup problem, not the scan's
+        first = (failure.message.strip().splitlines() or [failure.code])[0].strip()
+        return IdentityUnavailable(f"No Azure identity for Graph ({first}) {NO_IDENTITY}", IDENTITY_WAIT_SECONDS)
     if code == "mailboxbusy" and failure.status is None:  # our own limiter refused before sending anything
         return Deferred(f"{failure.message} Waiting for mailbox {mailbox}.", failure.retry_after)
     if failure.status is None or code in TRANSIENT_CODES or failure.status in TRANSIENT_STATUS:

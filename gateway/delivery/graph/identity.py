@@ -82,3 +82,21 @@ class RefreshableCredential:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def identity_problem(settings: Settings) -> str | None:
+    """One line naming the remedy when no identity gives a Graph token here, else None. `doctor`, `sweep` and
+    the worker ask this once, instead of a 40-line DefaultAzureCredential report per Graph call."""
+    from gateway.delivery.graph.failures import classify, failure_from_exception
+
+    credential = build_credential(settings)
+    try:
+        await credential.get_token(settings.graph_scope)
+    except Exception as exc:  # noqa: BLE001 - every failure to get a token is the answer, never raised
+        failure = failure_from_exception(exc, time.time())
+        if failure is None:
+            return f"No Azure identity for Graph ({type(exc).__name__})."
+        return str(classify(failure, settings.sender or ""))
+    finally:
+        await credential.close()
+    return None
