@@ -141,21 +141,29 @@ class SmtpServer:
 
     async def _renew_self_signed(self, every: float = 12 * 3600) -> None:
         """A door runs for months: renew its own certificate before it expires, as a restart would."""
-        from gateway.intake.self_signed import ensure
-
-        assert self.self_signed_dir is not None
         while True:
             await asyncio.sleep(every)
-            try:
-                before = self.tls.cert.read_bytes() if self.tls else b""
-                made = await asyncio.to_thread(ensure, self.settings.smtp_tls_self_signed, self.self_signed_dir)
-                if made.cert.read_bytes() != before:
-                    log.info("event=smtp.self_signed result=renewed expires=%s", made.not_after.date().isoformat())
-                    self.reload_tls()
-            except OSError as exc:
-                log.error(
-                    "event=smtp.self_signed result=renew_failed error=%s (the old certificate keeps serving)", exc
-                )
+            await self.renew_self_signed()
+
+    async def renew_self_signed(self) -> bool:
+        """Make a new self-signed certificate if the kept one is near expiry; True when it was renewed."""
+        from gateway.intake.self_signed import ensure
+
+        assert self.self_signed_dir is not None and self.tls is not None
+        try:
+            before = self.tls.cert.read_bytes()
+            made = await asyncio.to_thread(ensure, self.settings.smtp_tls_self_signed, self.self_signed_dir)
+            if made.cert.read_bytes() == before:
+                return False
+        except OSError as exc:
+            log.error("event=smtp.self_signed result=renew_failed error=%s (the old certificate keeps serving)", exc)
+            return False
+        log.info(
+            "event=smtp.self_signed result=renewed expires=%s sha256=%s",
+            made.not_after.date().isoformat(),
+            made.fingerprint,
+        )
+        return self.reload_tls()
 
     def _factory(self, implicit: bool) -> Callable[[], ScanSMTP]:
         context = self.tls.context if self.tls else None

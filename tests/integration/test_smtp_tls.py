@@ -19,6 +19,8 @@ from cryptography import x509
 from gateway.config import load_settings
 from gateway.core.errors import ConfigError
 from gateway.intake import smtp
+from gateway.intake.self_signed import generate
+from gateway.intake.smtp_limits import SmtpLimits
 from gateway.services import build
 from tests.integration.test_smtp_harness import USER, Dialogue, Pki, SmtpRun, make_pki, running_smtp
 
@@ -223,3 +225,21 @@ def test_given_certificate_files_win_over_self_signed(tmp_path: Path, pki: Pki) 
             client.starttls(context=pki.client_context())
             client.login(USER, run.password)
     assert not (tmp_path / "spool" / "tls").exists()
+
+
+def test_a_running_self_signed_door_renews_its_certificate_near_expiry(tmp_path: Path) -> None:
+    env = {"SCANGW_SMTP_TLS_SELF_SIGNED": "localhost,127.0.0.1"}
+    with running_smtp(tmp_path, env, limits=SmtpLimits()) as run:
+        folder = tmp_path / "spool" / "tls"
+        cert_pem, key_pem = generate(["localhost", "127.0.0.1"], days=5)  # as if the door had run for a year
+        (folder / "self-signed.key").write_bytes(key_pem)
+        (folder / "self-signed.pem").write_bytes(cert_pem)
+        assert run.call(run.server.renew_self_signed())  # type: ignore[attr-defined]
+        renewed = ssl.create_default_context(cafile=str(folder / "self-signed.pem"))
+        talk = Dialogue(run.plain)
+        talk.ask("EHLO x")
+        talk.ask("STARTTLS")
+        tls = renewed.wrap_socket(talk.sock, server_hostname="localhost")
+        served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True) or b"")
+        assert (served.not_valid_after_utc - served.not_valid_before_utc).days > 300
+        assert not run.call(run.server.renew_self_signed())  # type: ignore[attr-defined]
