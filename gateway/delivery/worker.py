@@ -48,9 +48,25 @@ class Worker:
                 await _wait(stop, 5)
                 continue
             if not leases:
-                await _wait(stop, self.poll_seconds)
+                await self._idle(stop)
                 continue
             await self.process(leases[0])
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """Until the next look at the queue: the poll interval, cut short by a put where the queue can tell
+        (the embedded spool wakes its workers, so a scan on an idle system does not wait for the poll)."""
+        wait_for_put = getattr(self.queue, "wait_for_put", None)
+        if wait_for_put is None:
+            await _wait(stop, self.poll_seconds)
+            return
+        stopping = asyncio.ensure_future(stop.wait())
+        woken = asyncio.ensure_future(wait_for_put(self.poll_seconds))
+        try:
+            await asyncio.wait({stopping, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (stopping, woken):
+                task.cancel()
+            await asyncio.gather(stopping, woken, return_exceptions=True)
 
     async def process(self, lease: QueueLease) -> None:
         holder = [lease]

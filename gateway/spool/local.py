@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 from gateway.core.errors import StorageUnavailable
 from gateway.core.ports import CHUNK, Conflict, NotFound, QueueLease, Record, Spool
 from gateway.core.settle import settled
+from gateway.spool.local_wake import Wakeup
 
 T = TypeVar("T")
 
@@ -336,9 +337,17 @@ class LocalBlobStore:
 
 
 class LocalQueue:
-    def __init__(self, db: _Database, name: str) -> None:
+    def __init__(self, db: _Database, name: str, wake: Wakeup | None = None) -> None:
         self._db = db
         self._name = name
+        self._wake = wake
+
+    async def wait_for_put(self, timeout: float) -> None:
+        """Return soon after any process queued a message, or after `timeout` (an idle worker's poll)."""
+        if self._wake is None:
+            await asyncio.sleep(timeout)
+        else:
+            await self._wake.wait(timeout)
 
     async def put(self, text: str, delay: float = 0) -> None:
         visible = time.time() + delay
@@ -350,6 +359,8 @@ class LocalQueue:
             )
 
         await self._db.run(insert)
+        if self._wake is not None:
+            self._wake.poke()
 
     async def receive(self, visibility: float, max_messages: int = 1) -> list[QueueLease]:
         now = time.time()
@@ -397,6 +408,8 @@ class LocalQueue:
         await LocalQueue(self._db, self._name + "-poison").put(text)
 
     async def close(self) -> None:
+        if self._wake is not None:
+            self._wake.close()
         self._db.close()
 
     async def count(self) -> int:
@@ -477,7 +490,7 @@ async def open_local_spool(directory: Path) -> Spool:
         raise StorageUnavailable(f"cannot open the local spool in {directory}: {exc}") from exc
     return Spool(
         blobs=LocalBlobStore(directory / BLOB_CONTAINER),
-        queue=LocalQueue(db, QUEUE_NAME),
+        queue=LocalQueue(db, QUEUE_NAME, Wakeup(directory / "wake")),
         jobs=LocalTable(db, JOBS_TABLE),
         devices=LocalTable(db, DEVICES_TABLE),
         mailboxes=LocalTable(ledger, MAILBOXES_TABLE),  # its own file and lock: see _Database

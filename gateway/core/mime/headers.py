@@ -51,11 +51,15 @@ def header_end(buf: bytes | bytearray) -> tuple[int, int]:
         return 0, 2
     if buf.startswith(b"\n"):
         return 0, 1
-    found = [(i, n) for i, n in ((buf.find(b"\n\r\n"), 3), (buf.find(b"\n\n"), 2)) if i >= 0]
-    if not found:
-        return -1, -1
-    i, n = min(found)
-    return i + 1, i + n
+    crlf = buf.find(b"\n\r\n")
+    # A bare-LF blank line only counts before the first CRLF one: no need to search past it (CRLF messages,
+    # the usual kind, would otherwise be scanned to their end for a "\n\n" they never contain).
+    lf = buf.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else len(buf))
+    if lf >= 0:
+        return lf + 1, lf + 2
+    if crlf >= 0:
+        return crlf + 1, crlf + 3
+    return -1, -1
 
 
 def parse_header_block(raw: bytes) -> HeaderBlock:
