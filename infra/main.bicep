@@ -111,7 +111,9 @@ var smtpAppName = 'ca-smtp-${resourceToken}'
 
 // Secure by default: TLS is always offered (the admin's certificate, else a self-signed one) and AUTH waits for it.
 // Plaintext AUTH only on explicit request and only from listed ranges; the open combination stops the deployment
-// here, before anything is created, with this message (Bicep fail(), a flow-control function of the language).
+// with this message (fail(): learn.microsoft.com/azure/azure-resource-manager/bicep/bicep-functions-flow-control;
+// the Bicep release that introduced it and whether ARM evaluates it before creating anything: UNVERIFIED here.
+// app/smtp.bicep repeats the check, so the container app itself is never created in the open combination).
 var smtpPlaintextAuth = (deploySmtp && smtpAllowPlaintextAuth && empty(smtpAllowedCidrs)) ? fail('smtpAllowPlaintextAuth=true needs smtpAllowedCidrs: AUTH before TLS from any address would send device passwords over the internet in clear text. List your offices\' public ranges in smtpAllowedCidrs, or leave smtpAllowPlaintextAuth false.') : smtpAllowPlaintextAuth
 
 // Built-in Azure role definition ids (the same in every tenant).
