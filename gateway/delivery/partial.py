@@ -19,11 +19,12 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
+from gateway.core.errors import PermanentDeliveryError
 from gateway.core.jobs import FileRef, Job
 from gateway.core.jobstore import JobStore
 from gateway.core.message import ParsedMessage
 from gateway.core.mime.headers import MAX_HEADER_BYTES, HeaderBlock, header_end, parse_header_block
-from gateway.core.mime.partial import PartialInfo, merged_headers, partial_info
+from gateway.core.mime.partial import MAX_TOTAL, BadFragment, PartialInfo, merged_headers, partial_info
 from gateway.core.ports import BlobStore
 from gateway.delivery.explode import explode_stream, received_at
 
@@ -72,9 +73,12 @@ class _Marker:
     def parse(cls, name: str) -> _Marker | None:
         try:
             number, total, job_id, parked = name.rsplit("/", 1)[-1].split("-")
-            return cls(int(number), int(total), job_id, int(parked) / 1000) if len(job_id) == 24 else None
+            marker = cls(int(number), int(total), job_id, int(parked) / 1000) if len(job_id) == 24 else None
         except ValueError:
             return None
+        if marker is None or not (1 <= marker.number <= MAX_TOTAL and 0 <= marker.total <= MAX_TOTAL):
+            return None  # parked before the clamp (or not ours): never let it size a set of numbers
+        return marker
 
 
 def _markers(names: list[str]) -> list[_Marker]:
@@ -149,7 +153,10 @@ class Fragments:
         head = await self.blobs.read_range(job.files[0].blob, 0, MAX_HEADER_BYTES)
         end, _ = header_end(head)
         headers = parse_header_block(head[: end if end >= 0 else len(head)])
-        info = partial_info(headers)
+        try:
+            info = partial_info(headers)
+        except BadFragment as exc:  # accepted before the door refused such fragments: fail it, do not loop
+            raise PermanentDeliveryError(str(exc), "Ask the device to send scans unsplit or in fewer parts.") from None
         if info is None:
             return await explode_stream(job.id, received_at(job), self._rest(job.files[0].blob, head), self.blobs)
         return await self._fragment(job, info)
@@ -291,7 +298,10 @@ class Fragments:
         """Subject, From and the rest from the fragment's headers (the enclosed ones for fragment 1)."""
         outer, body = await _split_headers(self.blobs.stream(job.files[0].blob))
         inner = HeaderBlock()
-        info = partial_info(outer)
+        try:
+            info = partial_info(outer)
+        except BadFragment:
+            info = None
         if info is not None and info.number == 1:
             inner, body = await _split_headers(body)
         await body.aclose()

@@ -27,6 +27,7 @@ from gateway.core.errors import (
     RecipientNotAllowed,
     StorageUnavailable,
 )
+from gateway.core.mime.screen import screened
 from gateway.intake.smtp_auth import AuthLimiter
 from gateway.intake.smtp_data import DataReader
 from gateway.intake.smtp_limits import ConnectionLimiter, SmtpLimits, address_in, networks
@@ -285,7 +286,7 @@ class Door:
         intake = self.services.intake(self.max_bytes * 2 + 1024)
         try:
             job = await metrics.accepting(
-                "smtp", device.name, intake.accept_mime(device, to, self._checked(server, reader.chunks()))
+                "smtp", device.name, intake.accept_mime(device, to, self._checked(server, screened(reader.chunks())))
             )
         except _Refused as exc:
             status = exc.reply
