@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
-import re
-import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,20 +19,16 @@ from gateway.core.devices import Device, sender_mailbox
 from gateway.core.errors import BusyError, InputError, MalformedInput, MessageTooLarge, StorageUnavailable
 from gateway.core.jobs import FileRef, Job, JobKind, encode_queue_message, iso, new_job_id
 from gateway.core.ports import Spool
+from gateway.core.sanitise import content_type as clean_content_type
+from gateway.core.sanitise import file_name
 from gateway.core.settle import settled
 
 log = logging.getLogger("scangw.accept")
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
-
 
 def safe_filename(raw: str, fallback: str = "scan.pdf") -> str:
     """Keep what a person would recognise, drop what could escape a folder or break a header."""
-    name = unicodedata.normalize("NFC", raw or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = _UNSAFE.sub("_", name).strip(" .")
-    if not name or set(name) <= {"_", "."}:
-        return fallback
-    return name[:200]
+    return file_name(raw, fallback)
 
 
 def guess_type(name: str) -> str:
@@ -164,7 +158,7 @@ class Intake:
                 size = await self.spool.blobs.write(blob, budget.meter(incoming.chunks))
                 if size == 0:
                     raise MalformedInput(f"The file '{name}' is empty: nothing to send.")
-                content_type = incoming.content_type or guess_type(name)
+                content_type = clean_content_type(incoming.content_type, name)
                 if content_type in ("application/octet-stream", "") and guess_type(name) != "application/octet-stream":
                     content_type = guess_type(name)
                 refs.append(FileRef(blob=blob, name=name, content_type=content_type, size=size))

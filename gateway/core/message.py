@@ -6,11 +6,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from gateway.core.addresses import AddressRefused, is_deliverable, recipient_address
 from gateway.core.devices import Device, allowed_domains
+from gateway.core.errors import PermanentDeliveryError
 from gateway.core.jobs import FileRef, Job, JobKind, internet_message_id
+from gateway.core.sanitise import content_type, display_name, field_name, file_name, header_text, message_id
+
+#: A header line's longest value we write for our own X- headers (RFC 5322's line limit).
+MAX_HEADER_VALUE = 998
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,56 @@ class OutgoingMessage:
     #: When set, download links replacing attachments expire then (epoch seconds, recorded in the job first).
     links_until: float | None = None
 
+    def __post_init__(self) -> None:
+        """Every header value is cleaned here, in the core, so no transport (Graph, the outbox) ever sees a raw
+        one: whoever builds a message (compose, the failure notice, download links, doctor) gets the same rules.
+        An address that cannot be delivered makes the message permanently undeliverable, with the reason."""
+
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        put("mailbox", _deliverable(self.mailbox, "sender mailbox"))
+        put("from_", _person(self.from_, "From"))
+        for key in ("to", "cc", "bcc", "reply_to"):
+            put(key, tuple(_person(a, key.replace("_", "-").capitalize()) for a in getattr(self, key)))
+        put("subject", header_text(self.subject))
+        clean_id = message_id(self.internet_message_id)
+        if clean_id is None or clean_id != self.internet_message_id:
+            raise PermanentDeliveryError(f"The Message-ID {self.internet_message_id[:80]!r} is not valid.")
+        put("date", header_text(self.date) or None if self.date is not None else None)
+        put(
+            "attachments",
+            tuple(
+                replace(f, name=file_name(f.name, "attachment.bin"), content_type=content_type(f.content_type, f.name))
+                for f in self.attachments
+            ),
+        )
+        put(
+            "headers",
+            tuple(
+                (name, header_text(value, MAX_HEADER_VALUE))
+                for name, value in self.headers
+                if field_name(name) and header_text(value, MAX_HEADER_VALUE)
+            ),
+        )
+
     @property
     def recipients(self) -> tuple[Address, ...]:
         return self.to + self.cc + self.bcc
+
+
+def _deliverable(address: str, role: str) -> str:
+    try:
+        return recipient_address(address)
+    except AddressRefused as exc:
+        raise PermanentDeliveryError(
+            f"The {role} address {address[:80]!r} cannot be delivered: {exc.why}.",
+            "Correct the address (device policy or settings), then: scangw jobs retry <job id>.",
+        ) from None
+
+
+def _person(person: Address, role: str) -> Address:
+    return Address(_deliverable(person.address, role), display_name(person.name))
 
 
 def place_recipients(
@@ -93,6 +146,8 @@ def compose(job: Job, parsed: ParsedMessage, device: Device, default_sender: str
     domains = allowed_domains(device, mailbox)
     original = parsed.reply_to or parsed.from_
     user = original if original and original.address.rpartition("@")[2].lower() in domains else None
+    if user is not None and not is_deliverable(user.address):
+        user = None  # the device's From/Reply-To is not an address Exchange could reply to
     if user is not None and user.address.lower() == mailbox.lower():
         user = None  # the device wrote the sender mailbox itself as From: nobody to reply to
     if user is not None and user.name:

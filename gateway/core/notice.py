@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway.core.addresses import is_deliverable
 from gateway.core.jobs import Job
 from gateway.core.message import Address, OutgoingMessage
 
@@ -9,7 +10,7 @@ from gateway.core.message import Address, OutgoingMessage
 def notice_recipients(scanning_user: str | None, admin: str | None) -> tuple[Address, ...]:
     seen: list[str] = []
     for addr in (scanning_user, admin):
-        if addr and addr.lower() not in {s.lower() for s in seen}:
+        if addr and is_deliverable(addr) and addr.lower() not in {s.lower() for s in seen}:
             seen.append(addr)
     return tuple(Address(a) for a in seen)
 

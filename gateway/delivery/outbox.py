@@ -16,8 +16,10 @@ from email.utils import formataddr, formatdate
 from pathlib import Path
 from typing import BinaryIO
 
+from gateway.core.errors import PermanentDeliveryError
 from gateway.core.message import Address, OutgoingMessage
 from gateway.core.ports import BlobStore
+from gateway.core.sanitise import UnsafeHeaderBlock, check_header_block
 from gateway.delivery.transport import Checkpoint, Delivered
 
 #: 57 raw bytes make one 76-character base64 line; a multiple keeps lines intact across chunks.
@@ -51,8 +53,15 @@ def _headers(message: OutgoingMessage, boundary: str) -> bytes:
 
 
 def _header_block(head: EmailMessage) -> bytes:
-    """Only the folded header lines and the blank line: the body is streamed separately."""
-    return b"".join(SMTP.fold_binary(name, value) for name, value in head.items()) + b"\r\n"
+    """Only the folded header lines and the blank line: the body is streamed separately. The values were
+    cleaned in the core already; the block is still checked, because the interpreter's email package may fold
+    a value into a header line of its own (CVE-2024-6923) and nothing here depends on its patch level."""
+    block = b"".join(SMTP.fold_binary(name, value) for name, value in head.items()) + b"\r\n"
+    try:
+        check_header_block(block, len(head.items()))
+    except UnsafeHeaderBlock as exc:
+        raise PermanentDeliveryError(f"Refused to write a message whose headers would be unsafe: {exc}.") from None
+    return block
 
 
 def _part_headers(**fields: str | None) -> bytes:
