@@ -61,6 +61,10 @@ class Settings:
     smtp_require_tls_auth: bool = False
     smtp_proxy_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     smtp_legacy_tls: bool = False
+    #: SMTP door capacity (issue 9): a NAT'd office may need more per address, a small box fewer in total.
+    smtp_max_connections: int = 1000
+    smtp_max_per_address: int = 50
+    smtp_login_seconds: float = 60.0
     mailbox_rate_per_min: int = 30
     max_attempts: int = 50
     max_age_hours: float = 24.0
@@ -283,6 +287,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         smtp_require_tls_auth=_flag(env, "SCANGW_SMTP_REQUIRE_TLS_AUTH", default=bool(cert or self_signed)),
         smtp_proxy_cidrs=_cidrs(env),
         smtp_legacy_tls=_flag(env, "SCANGW_SMTP_LEGACY_TLS", default=False),
+        smtp_max_connections=int(_number(env, "SCANGW_SMTP_MAX_CONNECTIONS", 1000, 1, 100000)),
+        smtp_max_per_address=int(_number(env, "SCANGW_SMTP_MAX_PER_ADDRESS", 50, 1, 100000)),
+        smtp_login_seconds=_number(env, "SCANGW_SMTP_LOGIN_SECONDS", 60, 5, 3600),
         mailbox_rate_per_min=int(_number(env, "SCANGW_MAILBOX_RATE_PER_MIN", 30, 0)),
         max_attempts=int(_number(env, "SCANGW_MAX_ATTEMPTS", 50, 1)),
         max_age_hours=_number(env, "SCANGW_MAX_AGE_HOURS", 24, 0.01),

@@ -22,7 +22,7 @@ from pathlib import Path
 from gateway.config import Settings
 from gateway.core.errors import ConfigError
 from gateway.intake.smtp_door import Door
-from gateway.intake.smtp_limits import SmtpLimits
+from gateway.intake.smtp_limits import SmtpLimits, limits_from
 from gateway.intake.smtp_session import ScanSMTP
 from gateway.intake.smtp_tls import TlsConfig
 from gateway.intake.smtp_tls_gate import HelloGate
@@ -84,7 +84,7 @@ class SmtpServer:
 
     def __init__(self, settings: Settings, services: Services, limits: SmtpLimits | None = None) -> None:
         self.settings = settings
-        self.limits = limits or SmtpLimits()
+        self.limits = limits or limits_from(settings)
         self.tls: TlsConfig | None = None
         #: Where the door keeps its own certificate when SCANGW_SMTP_TLS_SELF_SIGNED is used (else None).
         self.self_signed_dir: Path | None = None

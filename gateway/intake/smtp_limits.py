@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gateway.config import Settings
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -40,6 +42,18 @@ class SmtpLimits:
     #: A TLS client sends its ClientHello at once; silence means it expects plain SMTP (told so, then closed).
     tls_hello_seconds: float = 5.0
     tls_handshake_seconds: int = 30
+
+
+def limits_from(settings: Settings) -> SmtpLimits:
+    """The limits an admin sets (SCANGW_SMTP_MAX_CONNECTIONS, _MAX_PER_ADDRESS, _LOGIN_SECONDS); a fifth of the
+    connections stays reserved for sessions that logged in."""
+    total = settings.smtp_max_connections
+    return SmtpLimits(
+        max_connections=total,
+        max_per_address=settings.smtp_max_per_address,
+        auth_reserve=total // 5,
+        preauth_seconds=settings.smtp_login_seconds,
+    )
 
 
 def address_in(address: str, networks: Iterable[Network]) -> bool:

@@ -113,3 +113,11 @@ def test_a_session_in_data_before_the_deadline_is_not_cut(tmp_path: Path) -> Non
         busy = in_data(run)
         assert not cut_by_the_server(busy, within=0.5)
         busy.close()
+
+
+def test_the_door_takes_its_limits_from_the_settings(tmp_path: Path) -> None:
+    with running_smtp(tmp_path, {"SCANGW_SMTP_MAX_PER_ADDRESS": "1"}) as run:
+        first = Dialogue(run.plain)
+        assert first.greeting.startswith("220")
+        second = Dialogue(run.plain)
+        assert second.greeting.startswith("421 4.7.0") and second.closed()
