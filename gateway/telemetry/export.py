@@ -53,6 +53,10 @@ def enable(settings: Settings, role: str, env: Mapping[str, str] | None = None) 
             from azure.identity import ManagedIdentityCredential
 
             options["credential"] = ManagedIdentityCredential(client_id=settings.azure_client_id)
+        if not env.get("OTEL_TRACES_SAMPLER"):
+            # The distro's default limits spans per second, dropping single spans of a trace under a burst;
+            # a ratio samples by trace id, the same decision in every process, so a scan's trace stays whole.
+            options["sampling_ratio"] = 1.0
         configure_azure_monitor(
             connection_string=settings.appinsights_connection_string,
             logger_name="scangw",
@@ -61,6 +65,7 @@ def enable(settings: Settings, role: str, env: Mapping[str, str] | None = None) 
             enable_live_metrics=False,
             **options,
         )
+        _only_gateway_spans()
         log.info("event=telemetry.export mode=azure-monitor role=%s entra=%s", role, "credential" in options)
     from opentelemetry import metrics as otel_metrics
     from opentelemetry import trace
@@ -69,3 +74,19 @@ def enable(settings: Settings, role: str, env: Mapping[str, str] | None = None) 
     spans.install(trace.get_tracer("scangw"))
     _started.append(role)
     return True
+
+
+def _only_gateway_spans() -> None:
+    """Switch off the spans libraries make on their own (kiota and its Azure auth provider trace every
+    middleware step, with URLs as attributes): the gateway's spans say what happened to a scan. Uses the SDK's
+    tracer configurator, still experimental, so a change there only leaves those spans on."""
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import _TracerConfig
+
+        provider = trace.get_tracer_provider()
+        provider._set_tracer_configurator(  # type: ignore[attr-defined]
+            tracer_configurator=lambda scope: _TracerConfig(is_enabled=scope.name == "scangw")
+        )
+    except (ImportError, AttributeError, TypeError) as exc:
+        log.warning("event=telemetry.library_spans result=kept error=%s", exc)

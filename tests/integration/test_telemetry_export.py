@@ -192,7 +192,8 @@ def test_scans_become_metrics_and_one_trace_each_without_secrets(site: Site) -> 
         graph_calls = [s for s in mine if str(s["name"]).startswith("graph.")]
         assert graph_calls and {s["parent"] for s in graph_calls} <= {d["id"] for d in deliver}
     smtp_graph = {s["name"] for s in spans if s["properties"].get("scangw.job_id") == smtp_job}
-    assert {"graph.createDraft", "graph.send"} <= smtp_graph
+    assert {"graph.createDraft", "graph.send"} <= smtp_graph, smtp_graph
+    assert {s["name"].split(".")[0] for s in spans} == {"scan", "graph"}, "library spans (kiota...) stay off"
 
     # Entra authentication, and nothing secret in anything sent.
     assert site.ingestion.batches and all(b.authorization.startswith("Bearer ") for b in site.ingestion.batches)
