@@ -4,6 +4,7 @@ loaded by the Bicep modules and here, so a renamed metric, dimension or log fiel
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -95,6 +96,8 @@ def test_alerts_mail_the_admin_on_every_condition_of_issue_11() -> None:
             assert re.search(rf"\b{rule['measure']}\s*=", query), f"{key}: no column {rule['measure']}"
     m = main_module("alerts")
     assert m["adminEmail"] == "adminEmail" and m["noScanAlertEnabled"] == "noScanAlertEnabled"
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["noScanAlertEnabled"]["value"] == "${SCANGW_NO_SCAN_ALERT=false}"
 
 
 def _file(rule: dict[str, object]) -> str:
