@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 QUEUE_MESSAGE_VERSION = 1
+#: Job ids are 24 characters (see new_job_id); anything past this is not one, and no storage key could hold it.
+MAX_JOB_ID = 64
 
 
 class JobState(enum.StrEnum):
@@ -166,6 +168,6 @@ def decode_queue_message(text: str | bytes) -> str:
     if not isinstance(data, dict) or data.get("v") != QUEUE_MESSAGE_VERSION:
         raise PoisonMessage(f"queue message has unknown version: {str(data)[:100]}")
     job_id = data.get("id")
-    if not isinstance(job_id, str) or not job_id.isalnum():
+    if not isinstance(job_id, str) or not job_id.isascii() or not job_id.isalnum() or len(job_id) > MAX_JOB_ID:
         raise PoisonMessage("queue message has no valid job id")
     return job_id

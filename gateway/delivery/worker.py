@@ -18,6 +18,9 @@ log = logging.getLogger("scangw.worker")
 
 #: How long a received message stays hidden; renewed every third of it while its job runs.
 VISIBILITY = 45.0
+#: Failed runs of one message before it is set aside: host.json's `maxDequeueCount`, so a message gets the same
+#: tries in `scangw worker` as in the Function host (whose runtime moves it to `scan-jobs-poison` itself).
+MAX_DEQUEUE_COUNT = 10
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
@@ -27,9 +30,15 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
 
 class Worker:
     def __init__(
-        self, agent: DeliveryAgent, concurrency: int = 4, poll_seconds: float = 1.0, lease_seconds: float = VISIBILITY
+        self,
+        agent: DeliveryAgent,
+        concurrency: int = 4,
+        poll_seconds: float = 1.0,
+        lease_seconds: float = VISIBILITY,
+        max_dequeue_count: int = MAX_DEQUEUE_COUNT,
     ) -> None:
         self.agent = agent
+        self.max_dequeue_count = max_dequeue_count
         self.lease_seconds = lease_seconds
         self.queue = agent.services.spool.queue
         self.concurrency = concurrency
@@ -76,6 +85,9 @@ class Worker:
         except StorageUnavailable as exc:
             log.error("storage unavailable while delivering; the message comes back: %s", exc)
             return
+        except Exception as exc:  # noqa: BLE001 - a message that breaks the agent must not stop the worker
+            await self._failed(holder, exc)
+            return
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -87,6 +99,33 @@ class Worker:
                 await self.queue.defer(holder[0], outcome.delay)
         except (NotFound, StorageUnavailable) as exc:
             log.warning("queue message %s: %s (it will come back and be recognised)", lease.message_id, exc)
+
+    async def _failed(self, holder: list[QueueLease], exc: Exception) -> None:
+        """A failed run, as the Function host counts them: the message comes back after its lease, and after
+        `max_dequeue_count` failed runs it goes to `scan-jobs-poison` (one line, matched by the poison alert)."""
+        lease = holder[0]
+        reason = f"{type(exc).__name__}: {exc}"
+        if lease.dequeue_count < self.max_dequeue_count:
+            log.warning(
+                "event=queue.failed message=%s try=%d of %d reason=%s (it comes back after its lease)",
+                lease.message_id,
+                lease.dequeue_count,
+                self.max_dequeue_count,
+                reason[:300],
+            )
+            return
+        try:
+            await self.queue.put_poison(lease.text)
+            await self.queue.delete(lease)
+        except (NotFound, StorageUnavailable) as move_failed:
+            log.warning("queue message %s could not be set aside yet: %s", lease.message_id, move_failed)
+            return
+        log.error(
+            "event=queue.poison message=%s tries=%d reason=%s",
+            lease.message_id,
+            lease.dequeue_count,
+            reason[:300],
+        )
 
     async def _heartbeat(self, holder: list[QueueLease]) -> None:
         while True:
