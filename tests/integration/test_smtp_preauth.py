@@ -4,9 +4,13 @@ is closed (421) to make room before a new connection is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import time
 from pathlib import Path
+
+import pytest
 
 from gateway.intake.smtp_limits import SmtpLimits
 from tests.integration.test_smtp_harness import USER, Dialogue, SmtpRun, running_smtp
@@ -81,3 +85,56 @@ def test_when_every_slot_is_an_authenticated_session_new_ones_are_refused(tmp_pa
         refused = Dialogue(run.plain)
         assert refused.greeting.startswith("421 4.3.2")
         assert all(gone(s) == "" for s in sessions)
+
+
+@pytest.mark.slow
+def test_the_reported_flood_1000_idle_sessions_from_21_addresses_kept_alive_with_noop(tmp_path: Path) -> None:
+    """Issue 9 item 7 as reported, with the default limits: every scanner got 421; now it is served."""
+
+    async def flood(port: int) -> list[asyncio.StreamWriter]:
+        async def one(source: str) -> asyncio.StreamWriter | None:
+            for _ in range(5):  # a burst overflows the listen backlog now and then: connect again
+                try:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+                    greeting = await asyncio.wait_for(reader.readline(), 30)
+                except OSError:
+                    continue
+                if not greeting.startswith(b"220"):
+                    writer.close()
+                    return None
+                writer.write(b"EHLO flood\r\n")
+                return writer
+            return None
+
+        sources = [f"127.0.0.{n}" for n in range(2, 23)]
+        writers = await asyncio.gather(*(one(sources[i % 21]) for i in range(1040)))
+        return [w for w in writers if w is not None]
+
+    async def keep_alive(writers: list[asyncio.StreamWriter], stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for writer in writers:
+                if not writer.is_closing():
+                    writer.write(b"NOOP\r\n")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    with running_smtp(tmp_path) as run:
+        loop = asyncio.new_event_loop()
+        stop = asyncio.Event()
+        writers: list[asyncio.StreamWriter] = []
+        alive: asyncio.Task[None] | None = None
+        try:
+            writers = loop.run_until_complete(flood(run.plain[1]))
+            assert len(writers) >= 1000  # the door is full of sessions that never log in
+            alive = loop.create_task(keep_alive(writers, stop))
+            loop.run_until_complete(asyncio.sleep(1))
+            scanner = log_in(run)  # served despite the flood
+            assert send(scanner).startswith("250 2.0.0")
+        finally:
+            stop.set()
+            if alive is not None:
+                loop.run_until_complete(alive)
+            for writer in writers:
+                writer.close()
+            loop.run_until_complete(asyncio.sleep(0.1))
+            loop.close()
