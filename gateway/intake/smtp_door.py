@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -30,10 +29,9 @@ from gateway.core.errors import (
 from gateway.core.mime.screen import screened
 from gateway.intake.smtp_auth import AuthLimiter
 from gateway.intake.smtp_data import DataReader
-from gateway.intake.smtp_limits import ConnectionLimiter, SmtpLimits, address_in, networks
+from gateway.intake.smtp_limits import ConnectionLimiter, SmtpLimits, address_in, idlest, networks
 from gateway.intake.smtp_tls import describe, is_legacy
-from gateway.intake.smtp_tls_gate import NoClientHello
-from gateway.intake.smtp_tls_hello import read_hello
+from gateway.intake.smtp_tls_hello import failure_fields
 from gateway.services import Services
 from gateway.telemetry import metrics
 
@@ -70,22 +68,6 @@ class _Refused(InputError):
         self.reply = reply
 
 
-def _reason(error: BaseException) -> str:
-    """OpenSSL's short reason (`UNSUPPORTED_PROTOCOL`, `TLSV1_ALERT_UNKNOWN_CA`) rather than the long message."""
-    reason = getattr(error, "reason", None)
-    return str(reason) if reason else (str(error) or type(error).__name__)
-
-
-def _idlest(waiting: list[ScanSMTP]) -> ScanSMTP | None:
-    """The unauthenticated session to close first: not one checking a password, from the address holding the
-    most such sessions (a flood, not the one device behind it), the oldest of those."""
-    candidates = [s for s in waiting if not s.authenticating]
-    if not candidates:
-        return None
-    per_address = Counter(s.peer_ip for s in candidates)
-    return min(candidates, key=lambda s: (-per_address[s.peer_ip], s.started))
-
-
 class Door:
     def __init__(self, settings: Settings, services: Services, limits: SmtpLimits, require_tls_auth: bool) -> None:
         self.settings = settings
@@ -111,7 +93,7 @@ class Door:
             reserve = min(self.limits.auth_reserve, self.limits.max_connections // 2)
             cap = self.limits.max_connections - reserve
             if len(waiting) >= cap or self.connections.total >= self.limits.max_connections:
-                victim = _idlest(waiting)
+                victim = idlest(waiting)
                 if victim is not None:
                     log.warning("event=smtp.evicted peer=%s reason=unauthenticated sessions full", victim.peer_ip)
                     victim.evict("421 4.7.0 Closing a connection that did not log in: the gateway needs the slot")
@@ -152,30 +134,13 @@ class Door:
         )
 
     def tls_failed(self, peer_ip: str, port: str, first: bytes, error: BaseException) -> None:
-        """One line per failed handshake, with what the client offered, so an admin can find the devices that
-        need the legacy profile (or do not trust the certificate). A connection closed before it said anything
-        (a TCP health probe) is not a failure worth a warning."""
-        if isinstance(error, NoClientHello) and error.closed:
+        """One line per failed handshake, with what the client offered and the likely fix, so an admin can find
+        the devices that need the legacy profile (or do not trust the certificate)."""
+        fields = failure_fields(first, error, self.settings.smtp_legacy_tls)
+        if fields is None:  # closed before it said anything: a TCP health probe, not a failure
             log.debug("event=smtp.tls_closed peer=%s port=%s (closed before a ClientHello)", peer_ip, port)
             return
-        hello = read_hello(first)
-        if isinstance(error, NoClientHello):
-            hello_fields, reason = "offered=nothing", f"{error} (the client expects plain SMTP: STARTTLS or none)"
-        else:
-            hello_fields, reason = hello.fields(), _reason(error)
-        if isinstance(error, NoClientHello):
-            hint = "set the device to SSL/TLS for this port, or to STARTTLS on the STARTTLS port (587)"
-        elif "ALERT" in reason and ("CA" in reason or "CERTIFICATE" in reason):
-            hint = "the device does not trust the certificate: load it (or its CA) on the device"
-        elif self.settings.smtp_legacy_tls:
-            hint = "the device offers nothing even SCANGW_SMTP_LEGACY_TLS=1 accepts, or does not trust the certificate"
-        elif hello.old:
-            hint = "an old device: set SCANGW_SMTP_LEGACY_TLS=1"
-        else:
-            hint = "if the device is old, SCANGW_SMTP_LEGACY_TLS=1; else it may not trust the certificate"
-        log.warning(
-            "event=smtp.tls_failed peer=%s port=%s %s error=%r hint=%r", peer_ip, port, hello_fields, reason, hint
-        )
+        log.warning("event=smtp.tls_failed peer=%s port=%s %s", peer_ip, port, fields)
 
     def handle_STARTTLS(self, server: ScanSMTP, session: Session, envelope: Envelope) -> bool:
         """aiosmtpd calls this (synchronously) once the STARTTLS handshake is done."""

@@ -11,6 +11,7 @@ import ipaddress
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from gateway.config import Settings
 
@@ -76,6 +77,27 @@ def networks(cidrs: Iterable[str]) -> list[Network]:
         except ValueError:
             continue
     return found
+
+
+class Waiting(Protocol):
+    """What admission needs to know of an unauthenticated session."""
+
+    peer_ip: str
+    started: float
+    authenticating: bool
+
+
+W = TypeVar("W", bound=Waiting)
+
+
+def idlest(waiting: Iterable[W]) -> W | None:
+    """The unauthenticated session to close first: not one checking a password, from the address holding the
+    most such sessions (a flood, not the one device behind it), the oldest of those."""
+    candidates = [s for s in waiting if not s.authenticating]
+    if not candidates:
+        return None
+    per_address = Counter(s.peer_ip for s in candidates)
+    return min(candidates, key=lambda s: (-per_address[s.peer_ip], s.started))
 
 
 class ConnectionLimiter:

@@ -2,9 +2,11 @@
 
 Overridden on purpose: AUTH (also after HELO; TLS required only when SCANGW_SMTP_REQUIRE_TLS_AUTH says so;
 challenges exactly `Username:`/`Password:`; the device registry is async), MAIL (any sender, `SIZE=` checked
-with a 552 5.3.4 a person can read), DATA (streamed to the spool instead of collected in memory) and the
-authentication check (devices allow-listed by address). Everything else, including the command loop and its
-line handling, is aiosmtpd's own.
+with a 552 5.3.4 a person can read), DATA (streamed to the spool instead of collected in memory), STARTTLS
+(a HelloGate sees the ClientHello, so a failed handshake is one log line) and the authentication check
+(devices allow-listed by address). SMTPUTF8 is offered. A session that has not logged in within
+`preauth_seconds` is closed (NOOP and RSET do not extend that), and may be evicted to make room (see
+Door.admit). Everything else, including the command loop and its line handling, is aiosmtpd's own.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ lets an admin find the devices that need the legacy TLS profile.
 Python's ssl module says nothing about a handshake that failed except OpenSSL's reason, so the door keeps the
 first bytes of every TLS connection and this module reads the protocol versions and cipher suites from them.
 Pure and bounded: it looks at no more than the bytes given, and anything it cannot read is reported as such.
+`failure_fields()` turns that and the handshake's error into the fields of the `event=smtp.tls_failed` line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import ssl
 import struct
 from dataclasses import dataclass
 from functools import cache
+
+from gateway.intake.smtp_tls_gate import NoClientHello
 
 #: TLS protocol numbers as OpenSSL names them in its own logs (and `ssl.SSLSocket.version()` returns).
 VERSIONS = {0x0002: "SSLv2", 0x0300: "SSLv3", 0x0301: "TLSv1", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
@@ -130,3 +133,32 @@ def _read_client_hello(data: bytes) -> Hello:
                 name = value[5 : 5 + name_length].decode("ascii", errors="replace")[:100]
                 server_name = "".join(c if c.isprintable() and not c.isspace() else "?" for c in name)
     return Hello(versions=versions, ciphers=ciphers, server_name=server_name)
+
+
+def failure_fields(first: bytes, error: BaseException, legacy_enabled: bool) -> str | None:
+    """`offered=... ciphers=... error=... hint=...` for a failed handshake, from the client's first bytes and
+    the error; None for a client that closed before sending anything (a TCP health probe)."""
+    if isinstance(error, NoClientHello):
+        if error.closed:
+            return None
+        return (
+            f"offered=nothing error={f'{error} (the client expects plain SMTP: STARTTLS or none)'!r} "
+            f"hint={'set the device to SSL/TLS for this port, or to STARTTLS on the STARTTLS port (587)'!r}"
+        )
+    hello = read_hello(first)
+    reason = _reason(error)
+    if "ALERT" in reason and ("CA" in reason or "CERTIFICATE" in reason):
+        hint = "the device does not trust the certificate: load it (or its CA) on the device"
+    elif legacy_enabled:
+        hint = "the device offers nothing even SCANGW_SMTP_LEGACY_TLS=1 accepts, or does not trust the certificate"
+    elif hello.old:
+        hint = "an old device: set SCANGW_SMTP_LEGACY_TLS=1"
+    else:
+        hint = "if the device is old, SCANGW_SMTP_LEGACY_TLS=1; else it may not trust the certificate"
+    return f"{hello.fields()} error={reason!r} hint={hint!r}"
+
+
+def _reason(error: BaseException) -> str:
+    """OpenSSL's short reason (`UNSUPPORTED_PROTOCOL`, `TLSV1_ALERT_UNKNOWN_CA`) rather than the long message."""
+    reason = getattr(error, "reason", None)
+    return str(reason) if reason else (str(error) or type(error).__name__)
