@@ -191,6 +191,9 @@ async def sweep(args: argparse.Namespace, settings: Settings) -> int:
             f"retention: {report.bytes_deleted} scans' bytes, {report.records_deleted} job records, "
             f"{report.orphans_deleted} orphans, {report.temporary_deleted} temporary files deleted"
         )
+        print(
+            f"queued jobs no queue message would bring back: {report.requeued} re-queued, {report.stale_removed} removed"
+        )
         return 1 if problem else 0
     finally:
         await transport.close()

@@ -12,6 +12,7 @@ from gateway.core.jobs import JobState, parse_iso
 from gateway.core.links import links_pending
 from gateway.delivery.mailbox_sweep import MailboxReport
 from gateway.delivery.partial import sweep_partials
+from gateway.delivery.reconcile import reconcile
 from gateway.services import Services
 from gateway.status import record_queue_age
 
@@ -32,6 +33,9 @@ class SweepReport:
     records_deleted: int = 0
     orphans_deleted: int = 0
     temporary_deleted: int = 0
+    #: `queued` records no queue message would bring back (gateway.delivery.reconcile)
+    requeued: int = 0
+    stale_removed: int = 0
     mail: MailboxReport | None = None
 
 
@@ -66,6 +70,8 @@ async def sweep(services: Services, now: datetime | None = None, housekeeper: Ho
             if await services.spool.blobs.delete_prefix(f"{job.id}/"):
                 report.bytes_deleted += 1
     record_queue_age(list(jobs.values()), now.timestamp())
+    lost = await reconcile(services, list(jobs.values()), now)
+    report.requeued, report.stale_removed = lost.requeued, lost.removed
     await sweep_partials(services.spool.blobs, now.timestamp(), max(settings.partial_wait_minutes / 60 * 4, 24.0))
     prefixes = {name.split("/", 1)[0] for name in await services.spool.blobs.list("")}
     for prefix in prefixes - set(jobs):
@@ -77,10 +83,13 @@ async def sweep(services: Services, now: datetime | None = None, housekeeper: Ho
     if sweep_incoming is not None:
         report.temporary_deleted = await sweep_incoming(STALE_TEMPORARY_HOURS * 3600)
     log.info(
-        "retention bytes_deleted=%d records_deleted=%d orphans_deleted=%d temporary_deleted=%d",
+        "retention bytes_deleted=%d records_deleted=%d orphans_deleted=%d temporary_deleted=%d requeued=%d"
+        " stale_removed=%d",
         report.bytes_deleted,
         report.records_deleted,
         report.orphans_deleted,
         report.temporary_deleted,
+        report.requeued,
+        report.stale_removed,
     )
     return report

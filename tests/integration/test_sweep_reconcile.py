@@ -1,0 +1,148 @@
+"""The sweep reconciles a `queued` job record that no queue message will bring back (issue 9, item 12): the
+queue write failed and the table was unreachable for the rollback, so accept() answered 451/503 but the record
+stayed. On the embedded spool and on Azure Storage (Azurite), faults injected in front of the real storage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Settings
+from gateway.core.accept import Intake
+from gateway.core.devices import Device
+from gateway.core.errors import StorageUnavailable
+from gateway.core.jobs import JobState, iso, new_job_id
+from gateway.core.jobstore import JobStore
+from gateway.core.ports import Spool
+from gateway.delivery.agent import DeliveryAgent
+from gateway.delivery.outbox import OutboxTransport
+from gateway.delivery.retention import sweep
+from gateway.delivery.worker import Worker
+from gateway.devices import DeviceRegistry
+from gateway.services import Services
+from tests.fakes.faulty_spool import Faults, faulty
+from tests.integration.test_spool_contract import Opener, eventually, open_spool, with_spool
+from tests.support import local_env, run, scangw, services_for
+
+__all__ = ["open_spool"]
+
+DEVICE = Device(name="mfp1", password_hash="", sender="scanner@contoso.com")
+
+
+async def message(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def stranded(spool: Spool, keep_bytes: bool) -> str:
+    """accept() with the queue down and the table unreachable for the rollback (and, with `keep_bytes`, the
+    blob store too): the device hears 451, and a `queued` record is left with no message."""
+    faults = Faults()
+    faults.fail("queue.put", StorageUnavailable("injected: queue unavailable"))
+    faults.fail("jobs.delete", StorageUnavailable("injected: table unreachable"))
+    if keep_bytes:
+        faults.fail("blobs.delete_prefix", StorageUnavailable("injected: blob store unreachable"))
+    intake = Intake(faulty(spool, faults), 1_000_000, None)
+    with pytest.raises(StorageUnavailable):
+        await intake.accept_mime(DEVICE, ("a@example.com",), message(b"Subject: lost\r\n\r\nscan\r\n"))
+    (record,) = await spool.jobs.list()
+    assert record.data["state"] == "queued" and await spool.queue.receive(1, max_messages=32) == []
+    return str(record.data["id"])
+
+
+def services(spool: Spool, tmp: Path) -> Services:
+    settings = Settings(outbox=tmp / "outbox")
+    return Services(settings, spool, DeviceRegistry(spool.devices), JobStore(spool.jobs))
+
+
+def test_a_queued_record_with_no_message_and_no_bytes_is_removed(open_spool: Opener, tmp_path: Path) -> None:
+    async def body(spool: Spool) -> None:
+        job_id = await stranded(spool, keep_bytes=False)
+        svc = services(spool, tmp_path)
+        soon = await sweep(svc, datetime.now(UTC) + timedelta(minutes=1))
+        assert (soon.requeued, soon.stale_removed) == (0, 0)  # too fresh to tell from a job about to be picked up
+        later = await sweep(svc, datetime.now(UTC) + timedelta(minutes=20))
+        assert (later.requeued, later.stale_removed) == (0, 1)
+        assert await spool.jobs.get(job_id) is None
+
+    with_spool(open_spool, body)
+
+
+def test_a_queued_record_with_no_message_but_its_bytes_is_queued_again_and_delivered(
+    open_spool: Opener, tmp_path: Path
+) -> None:
+    async def body(spool: Spool) -> None:
+        job_id = await stranded(spool, keep_bytes=True)
+        svc = services(spool, tmp_path)
+        report = await sweep(svc, datetime.now(UTC) + timedelta(minutes=20))
+        assert (report.requeued, report.stale_removed) == (1, 0)
+        agent = DeliveryAgent(svc, OutboxTransport(tmp_path / "outbox", spool.blobs))  # type: ignore[arg-type]
+        (lease,) = await eventually(lambda: spool.queue.receive(30), what="the re-queued message")
+        await Worker(agent, lease_seconds=30).process(lease)
+        job = await svc.jobs.get(job_id)
+        assert job is not None and job.state == JobState.SENT
+        assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+        again = await sweep(svc, datetime.now(UTC) + timedelta(minutes=20))
+        assert (again.requeued, again.stale_removed) == (0, 0)
+
+    with_spool(open_spool, body)
+
+
+def test_queued_jobs_that_are_moving_or_waiting_are_left_alone(open_spool: Opener, tmp_path: Path) -> None:
+    async def body(spool: Spool) -> None:
+        intake = Intake(spool, 1_000_000, None)
+        fresh = await intake.accept_mime(DEVICE, ("a@example.com",), message(b"Subject: ok\r\n\r\nscan\r\n"))
+        svc = services(spool, tmp_path)
+        found = await svc.jobs.get_record(fresh.id)
+        assert found is not None
+        later = datetime.now(UTC) + timedelta(minutes=20)
+        # Waiting out a backoff until after the sweep: its message is hidden, not lost.
+        await svc.jobs.save(found[0], found[1], progress={"not_before": (later + timedelta(hours=1)).timestamp()})
+        report = await sweep(svc, later)
+        assert (report.requeued, report.stale_removed) == (0, 0)
+        assert len(await spool.queue.receive(30, max_messages=32)) == 1
+
+    with_spool(open_spool, body)
+
+
+def test_scangw_sweep_reports_what_it_reconciled(tmp_path: Path) -> None:
+    env = local_env(tmp_path)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    job_id = new_job_id(an_hour_ago.timestamp())
+
+    async def seed() -> None:
+        svc = await services_for(tmp_path)
+        try:
+            record = {
+                "id": job_id,
+                "device": "mfp1",
+                "sender": None,
+                "to": ["a@example.com"],
+                "size": 5,
+                "kind": "mime",
+                "created": iso(an_hour_ago),
+                "updated": iso(an_hour_ago),
+                "state": "queued",
+                "files": [
+                    {
+                        "blob": f"{job_id}/message.eml",
+                        "name": "message.eml",
+                        "content_type": "message/rfc822",
+                        "size": 5,
+                    }
+                ],
+            }
+            await svc.spool.jobs.insert(job_id, record)
+        finally:
+            await svc.close()
+
+    run(seed())
+    swept = scangw("sweep", env=env)
+    assert swept.returncode == 0, swept.stderr
+    assert "0 re-queued, 1 removed" in swept.stdout, swept.stdout
+    listed = scangw("jobs", "list", "--json", env=env)
+    assert json.loads(listed.stdout) == []
