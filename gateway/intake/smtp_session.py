@@ -323,3 +323,5 @@ class ScanSMTP(SMTP):
                 await self.push("421 4.3.2 Service shutting down; send the next scan again shortly")
             assert self.transport is not None
             self.transport.close()
+            # Whatever of the refused body is still buffered must never reach the command loop.
+            self._reader._buffer.clear()  # type: ignore[attr-defined]

@@ -3,6 +3,9 @@ it announced `SIZE=`; nothing is stored, and no line of the refused body is ever
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import logging
 import smtplib
 import threading
 from pathlib import Path
@@ -39,8 +42,6 @@ def test_raw_client_gets_exactly_one_552_then_its_next_command_answered(tmp_path
     with running_smtp(tmp_path, {"SCANGW_MAX_MESSAGE_MB": "1"}) as run:
         talk = Dialogue(run.plain)
         talk.ask("EHLO x")
-        import base64
-
         assert talk.ask("AUTH PLAIN " + base64.b64encode(f"\0{USER}\0{run.password}".encode()).decode())[:3] == "235"
         talk.ask("MAIL FROM:<s@contoso.com>")
         talk.ask("RCPT TO:<bob@contoso.com>")
@@ -65,3 +66,27 @@ def test_past_the_drain_bound_the_door_refuses_and_closes_without_storing(tmp_pa
             if isinstance(refused.value, smtplib.SMTPDataError):
                 assert refused.value.smtp_code == 552
         assert run.jobs() == [] and run.blobs() == []
+
+
+def test_after_the_cut_no_buffered_body_line_is_read_as_a_command(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = SmtpLimits(oversize_drain_bytes=2 * MB)
+    evil = b"MAIL FROM:<evil@contoso.com>\r\n" * (12 * MB // 30)  # every line of the body is a command
+    with caplog.at_level(logging.DEBUG):
+        with running_smtp(tmp_path, {"SCANGW_MAX_MESSAGE_MB": "1"}, limits=limits) as run:
+            talk = Dialogue(run.plain)
+            talk.ask("EHLO x")
+            auth = base64.b64encode(f"\0{USER}\0{run.password}".encode()).decode()
+            assert talk.ask("AUTH PLAIN " + auth).startswith("235")
+            talk.ask("MAIL FROM:<s@contoso.com>")
+            talk.ask("RCPT TO:<bob@contoso.com>")
+            assert talk.ask("DATA").startswith("354")
+            with contextlib.suppress(OSError):
+                talk.send(b"Subject: x\r\n\r\n" + evil)
+            with contextlib.suppress(OSError):  # the reply may be lost to a reset: the client was still writing
+                assert talk.reply().startswith("552 5.3.4")
+            assert talk.closed()
+    assert any("event=smtp.drain_cut" in r.getMessage() for r in caplog.records)  # the bounded path was taken
+    parsed = [r.getMessage() for r in caplog.records if "evil@contoso.com" in r.getMessage()]
+    assert parsed == []
