@@ -179,6 +179,40 @@ async def _run(tmp: Path, fakes: _Fakes) -> list[str]:
     ]
 
 
+async def _curve(tmp: Path, fakes: _Fakes, sizes_mib: list[float]) -> list[dict[str, Any]]:
+    for key in _FOREIGN_IDENTITY:
+        os.environ.pop(key, None)
+    os.environ.update(fakes.env)
+    settings = load_settings({"SCANGW_GRAPH_URL": fakes.url, "SCANGW_MAILBOX_RATE_PER_MIN": "0"})
+    spool = await open_local_spool(tmp / "spool")
+    transport = GraphTransport(settings, spool.blobs, limits=SharedMailboxLimits(spool.mailboxes, rate_per_min=0))
+    points = []
+    try:
+        await transport.deliver(
+            _message((await _store(spool.blobs, "w/scan.pdf", 1000))[0], "warm"), MemoryCheckpoint()
+        )
+        for n, mib in enumerate(sizes_mib):
+            peak, identical = await _peak(transport, spool.blobs, fakes, int(mib * MIB), f"c{n}")
+            points.append({"scan_mib": mib, "peak_mib": peak / MIB, "byte_identical": identical})
+    finally:
+        await transport.close()
+        await spool.close()
+    return points
+
+
+def memory_curve(sizes_mib: list[float]) -> list[dict[str, Any]]:
+    """Peak Python allocation while delivering one scan of each size (upload sessions above 3 MiB)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = dict(os.environ)
+        fakes = _Fakes()
+        try:
+            return asyncio.run(_curve(Path(tmp), fakes, sizes_mib))
+        finally:
+            fakes.close()
+            os.environ.clear()
+            os.environ.update(saved)
+
+
 def run() -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         saved = dict(os.environ)
