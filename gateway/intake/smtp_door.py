@@ -136,7 +136,7 @@ class Door:
     def tls_failed(self, peer_ip: str, port: str, first: bytes, error: BaseException) -> None:
         """One line per failed handshake, with what the client offered and the likely fix, so an admin can find
         the devices that need the legacy profile (or do not trust the certificate)."""
-        fields = failure_fields(first, error, self.settings.smtp_legacy_tls)
+        fields = failure_fields(first, error, self.settings.smtp_legacy_tls, implicit=port == "implicit")
         if fields is None:  # closed before it said anything: a TCP health probe, not a failure
             log.debug("event=smtp.tls_closed peer=%s port=%s (closed before a ClientHello)", peer_ip, port)
             return

@@ -135,16 +135,19 @@ def _read_client_hello(data: bytes) -> Hello:
     return Hello(versions=versions, ciphers=ciphers, server_name=server_name)
 
 
-def failure_fields(first: bytes, error: BaseException, legacy_enabled: bool) -> str | None:
+def failure_fields(first: bytes, error: BaseException, legacy_enabled: bool, implicit: bool = True) -> str | None:
     """`offered=... ciphers=... error=... hint=...` for a failed handshake, from the client's first bytes and
     the error; None for a client that closed before sending anything (a TCP health probe)."""
     if isinstance(error, NoClientHello):
         if error.closed:
             return None
-        return (
-            f"offered=nothing error={f'{error} (the client expects plain SMTP: STARTTLS or none)'!r} "
-            f"hint={'set the device to SSL/TLS for this port, or to STARTTLS on the STARTTLS port (587)'!r}"
-        )
+        if implicit:
+            why = f"{error} (the client expects plain SMTP: STARTTLS or none)"
+            hint = "set the device to SSL/TLS for this port, or to STARTTLS on the STARTTLS port (587)"
+        else:
+            why = f"{error} after STARTTLS"
+            hint = "the device asked for STARTTLS but never started TLS: update its firmware or turn TLS off"
+        return f"offered=nothing error={why!r} hint={hint!r}"
     hello = read_hello(first)
     reason = _reason(error)
     if "ALERT" in reason and ("CA" in reason or "CERTIFICATE" in reason):

@@ -91,3 +91,18 @@ def test_starttls_client_on_the_implicit_port_fails_fast_with_a_reason(
         [line] = poll_lines(caplog)
     assert refused.value.smtp_code == 421 and b"TLS" in refused.value.smtp_error
     assert "peer=127.0.0.1" in line and "port=implicit" in line and "offered=nothing" in line
+
+
+def test_a_client_that_says_starttls_then_nothing_is_cut_and_logged(
+    door: SmtpRun, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="scangw.smtp"):
+        talk = Dialogue(door.plain)
+        talk.ask("EHLO x")
+        assert talk.ask("STARTTLS").startswith("220")
+        started = time.monotonic()
+        assert talk.closed()  # not after the 30 s handshake timeout
+        assert time.monotonic() - started < 10
+        [line] = poll_lines(caplog)
+    assert "port=starttls" in line and "offered=nothing" in line and "never started TLS" in line
+    no_tracebacks(caplog)
