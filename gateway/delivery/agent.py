@@ -243,6 +243,8 @@ class DeliveryAgent:
         result = await fragments.explode(job)
         if isinstance(result, ParsedMessage):
             cp.stage_progress(parsed=parsed_to_json(result))  # a crash before the next write parses again
+            if job.subject is None and result.subject:  # `scangw jobs list` shows SMTP jobs' subjects too
+                cp.stage_fields(subject=result.subject)
         return result
 
     async def _wait_for_fragments(self, cp: JobCheckpoint, wait: Wait) -> Outcome:

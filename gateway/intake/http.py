@@ -84,6 +84,14 @@ def _credentials(request: Request) -> tuple[str, str]:
     return username, password
 
 
+def _claimed_username(request: Request) -> str:
+    """The username a refused request claimed, for the log line; never its password."""
+    try:
+        return _credentials(request)[0]
+    except AuthenticationFailed:
+        return ""
+
+
 def create_app(services: ServicesProvider, max_body_bytes: int | None = None) -> Starlette:
     """`max_body_bytes` lets the Function app cap uploads at the platform's request limit as well."""
 
@@ -216,7 +224,16 @@ def create_app(services: ServicesProvider, max_body_bytes: int | None = None) ->
                 return await handler(request)
             except GatewayError as exc:
                 level = logging.WARNING if not isinstance(exc, StorageUnavailable) else logging.ERROR
-                log.log(level, "http %s %s -> %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+                if isinstance(exc, AuthenticationFailed):  # like the SMTP door's line: who, from where
+                    log.warning(
+                        "event=http.auth result=failed peer=%s user=%r method=%s path=%s",
+                        request.client.host if request.client else "",
+                        _claimed_username(request)[:64],
+                        request.method,
+                        request.url.path,
+                    )
+                else:
+                    log.log(level, "http %s %s -> %s: %s", request.method, request.url.path, type(exc).__name__, exc)
                 await metrics.http_refused(request.method, request.headers.get("authorization"), exc, services)
                 return _map_error(exc)
             except Exception:

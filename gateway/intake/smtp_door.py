@@ -186,7 +186,10 @@ class Door:
             return "535 5.7.8 Authentication failed: check the SMTP username and password on the device", None
         except StorageUnavailable as exc:
             log.error("event=smtp.auth result=unavailable %s error=%s", fields, exc)
-            return "454 4.7.0 Temporary authentication failure: try again in a minute", None
+            return (
+                "454 4.7.0 Device registry unreachable (storage outage), password not checked: try again in a minute",
+                None,
+            )
         log.info("event=smtp.auth result=ok %s device=%s tls=%s", fields, device.name, session.secure)
         return "235 2.7.0 Authentication successful", device
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,27 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.identityless import identityless_env
 from tests.support import ROOT, free_port, gateway_process, poll
-
-ENV_KEEP = ("LANG", "PYTHONPATH", "VIRTUAL_ENV")
 
 
 @pytest.fixture
 def no_identity(tmp_path: Path) -> dict[str, str]:
-    """A machine with no `az login`, no managed identity and a metadata endpoint that refuses connections."""
-    env = {k: v for k, v in os.environ.items() if k in ENV_KEEP}
-    closed = f"http://127.0.0.1:{free_port()}"
-    env.update(
-        PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        HOME=str(tmp_path / "home"),
-        SCANGW_STORAGE=f"local:{tmp_path / 'spool'}",
-        SCANGW_SENDER="scanner@contoso.com",
-        SCANGW_ADMIN_EMAIL="admin@contoso.com",
-        SCANGW_GRAPH_URL=closed,
-        AZURE_POD_IDENTITY_AUTHORITY_HOST=closed,  # azure-identity's IMDS address: nothing there
-        AZURE_CONFIG_DIR=str(tmp_path / "no-azure-cli"),
-    )
-    return env
+    return identityless_env(tmp_path)
 
 
 def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
