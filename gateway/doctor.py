@@ -137,7 +137,7 @@ async def _send_test(settings: Settings, transport: object, address: str, done: 
     from gateway.core.message import Address, OutgoingMessage
     from gateway.delivery.transport import MemoryCheckpoint
 
-    sender = settings.sender or "scangw@localhost"
+    sender = settings.sender or "scangw@gateway.localhost"
     message = OutgoingMessage(
         mailbox=sender,
         internet_message_id=f"<doctor.{new_job_id()}@{sender.rpartition('@')[2]}>",

@@ -125,7 +125,9 @@ async def _run_worker(
     from gateway.delivery.worker import Worker
 
     transport = make_transport(svc.settings, svc.spool)
-    agent = DeliveryAgent(svc, transport, fallback_sender="scangw@localhost")
+    agent = DeliveryAgent(
+        svc, transport, fallback_sender="scangw@gateway.localhost"
+    )  # outbox mode: a domain with a dot (RFC 6761)
     target = f"outbox {svc.settings.outbox}" if svc.settings.outbox else f"Graph {svc.settings.graph_url}"
     log.info("worker delivering to %s", target)
     if svc.settings.outbox is None:
