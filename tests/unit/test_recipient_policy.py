@@ -36,8 +36,9 @@ def test_allow_list_patterns_replace_the_domain_rule() -> None:
 
 def test_missing_recipient_uses_default_or_says_what_to_do() -> None:
     assert check_recipients(device(default_to="me@example.com"), [], None) == ("me@example.com",)
-    with pytest.raises(MalformedInput, match="No recipient"):
+    with pytest.raises(MalformedInput) as err:
         check_recipients(device(), [], None)
+    assert str(err.value).startswith("No recipient: add ?to=name@example.com")
 
 
 @pytest.mark.parametrize("bad", ["", "no-at", "a@b", "x@y.com\r\nBcc: evil@z.com", "a b@c.com"])
@@ -58,6 +59,7 @@ def test_generated_passwords_fit_device_fields() -> None:
         assert len(pw) <= 20
         assert all(33 <= ord(c) <= 126 for c in pw)
         assert not set(pw) & set("\"'\\~ ")
+        assert any(c.isdigit() for c in pw) and any(c.isalpha() for c in pw)  # some device UIs demand both
 
 
 @pytest.mark.parametrize(
@@ -98,3 +100,13 @@ def test_malformed_addresses_inside_the_allowed_domain_are_refused_as_malformed(
     with pytest.raises(MalformedInput) as err:
         check_recipients(device(allow_to=("*@y.com",)), [bad], None)
     assert not isinstance(err.value, RecipientNotAllowed)
+
+
+def test_allow_list_patterns_are_checked_as_patterns_and_addresses_as_addresses() -> None:
+    from gateway.core.devices import check_pattern
+
+    assert check_pattern(" *@Contoso.COM ") == "*@contoso.com"
+    assert check_pattern("Boss@Partner.ORG") == "Boss@partner.org"
+    with pytest.raises(MalformedInput) as err:
+        check_pattern("*@contoso..com")
+    assert str(err.value) == "'*@contoso..com' is not an allowed-recipient pattern: use name@domain or *@domain."
