@@ -110,6 +110,10 @@ async def devices(args: argparse.Namespace, settings: Settings) -> int:
         elif args.action == "revoke":
             await registry.revoke(args.name)
             print(f"device {args.name} revoked")
+        elif args.action == "show" and args.sheet:
+            from gateway.setup_sheet import endpoints_from_settings, sheet
+
+            print(sheet(await registry.require(args.name), endpoints_from_settings(settings)))
         elif args.action == "show":
             print(json.dumps((await registry.require(args.name)).public(), indent=None if args.json else 2))
         else:

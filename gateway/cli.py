@@ -40,8 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = sub.add_parser("dev", help="all-in-one: SMTP + HTTP + worker on embedded storage")
-    dev.add_argument("--smtp-listen", type=_hostport("127.0.0.1"), default=("127.0.0.1", 2525), metavar="HOST:PORT")
-    dev.add_argument("--http-listen", type=_hostport("127.0.0.1"), default=("127.0.0.1", 8080), metavar="HOST:PORT")
+    dev.add_argument("--smtp-listen", type=_hostport("127.0.0.1"), default=None, metavar="HOST:PORT")
+    dev.add_argument("--http-listen", type=_hostport("127.0.0.1"), default=None, metavar="HOST:PORT")
+    dev.add_argument(
+        "--lan",
+        action="store_true",
+        help="listen on the LAN (0.0.0.0) with a self-signed certificate, for a real scanner; prints its setup sheet",
+    )
+    dev.add_argument(
+        "--implicit-tls-listen", type=_hostport("0.0.0.0"), default=None, metavar="HOST:PORT", help="with --lan"
+    )
     smtp = sub.add_parser("smtp", help="SMTP front door (the container sidecar)")
     smtp.add_argument("--listen", action="append", type=_hostport("0.0.0.0"), metavar="HOST:PORT")
     smtp.add_argument("--implicit-tls", action="append", type=_hostport("0.0.0.0"), metavar="HOST:PORT")
@@ -96,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = devices.add_parser("show", help="show a device")
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--sheet", action="store_true", help="print the device's setup sheet (never the password)")
     devices.add_parser("revoke", help="revoke a device").add_argument("name")
     p = devices.add_parser("rotate", help="new password for a device")
     p.add_argument("name")
@@ -149,7 +158,12 @@ def _main(argv: Sequence[str] | None, env: dict[str, str] | None) -> int:
     if args.command == "dev":
         from gateway.run import dev_environment
 
-        environ = dev_environment(environ)
+        environ = dev_environment(environ, lan=args.lan)
+        lan_host = "0.0.0.0" if args.lan else "127.0.0.1"
+        args.smtp_listen = args.smtp_listen or (lan_host, 2525)
+        args.http_listen = args.http_listen or (lan_host, 8443 if args.lan else 8080)
+        if args.lan:
+            args.implicit_tls_listen = args.implicit_tls_listen or (lan_host, 2465)
     if args.command == "doctor":
         from gateway.doctor import doctor_main
 

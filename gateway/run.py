@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from gateway.config import Settings, default_data_dir
+from gateway.core.devices import Device
 from gateway.core.errors import UsageError
 from gateway.dev_lock import dev_lock
 from gateway.services import Services, build
+from gateway.setup_sheet import Endpoints, default_host, sheet
 from gateway.status import keep_measuring
 from gateway.telemetry import configure_logging
 
@@ -28,15 +30,34 @@ DEMO_DEVICE = "demo"
 FIRST_SWEEP_SECONDS, SWEEP_SECONDS = 60.0, 3600.0
 
 
-def dev_environment(env: dict[str, str]) -> dict[str, str]:
+def dev_environment(env: dict[str, str], lan: bool = False) -> dict[str, str]:
     """`make dev` needs no Azure: embedded storage (the per-user data folder unless SCANGW_STORAGE says
-    otherwise), and the .eml outbox in that folder unless a sender mailbox is set."""
+    otherwise), and the .eml outbox in that folder unless a sender mailbox is set. On the LAN (`--lan`) the
+    SMTP door makes its own certificate for this machine's names unless one is configured."""
     env = dict(env)
+    if lan and not env.get("SCANGW_SMTP_TLS_CERT") and not env.get("SCANGW_SMTP_TLS_SELF_SIGNED"):
+        env["SCANGW_SMTP_TLS_SELF_SIGNED"] = ",".join(lan_names())
     if not env.get("SCANGW_SENDER") and not env.get("SCANGW_OUTBOX"):
         direct = env.get("SCANGW_STORAGE", "").strip()
         folder = Path(direct[len("local:") :]) if direct.startswith("local:") else default_data_dir(env)
         env["SCANGW_OUTBOX"] = str(folder.resolve() / "outbox")
     return env
+
+
+def lan_names() -> list[str]:
+    """This machine's names and LAN address, for the self-signed certificate devices will see."""
+    from gateway.intake.self_signed import parse_hosts
+    from gateway.setup_sheet import default_host
+
+    names = [default_host(), socket.gethostname()]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # a UDP "connect" sends nothing: it only picks the outgoing address
+        names.append(probe.getsockname()[0])
+    valid: list[str] = []
+    for name in names:
+        with contextlib.suppress(ValueError):
+            valid.extend(h for h in parse_hosts(name) if h not in valid)
+    return valid or ["localhost"]
 
 
 class PortBusy(UsageError):
@@ -70,7 +91,9 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def _serve_http(svc: Services, sock: socket.socket, stop: asyncio.Event) -> None:
+async def _serve_http(
+    svc: Services, sock: socket.socket, stop: asyncio.Event, tls: tuple[Path, Path] | None = None
+) -> None:
     import uvicorn
 
     from gateway.intake.http import create_app
@@ -88,6 +111,8 @@ async def _serve_http(svc: Services, sock: socket.socket, stop: asyncio.Event) -
         lifespan="off",
         timeout_graceful_shutdown=30,
         h11_max_incomplete_event_size=32 * 1024,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
     )
 
     class Server(uvicorn.Server):
@@ -96,7 +121,8 @@ async def _serve_http(svc: Services, sock: socket.socket, stop: asyncio.Event) -
 
     server = Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    log.info("http listening on http://%s:%d (health /api/health, uploads /api/scans/NAME)", host, port)
+    scheme = "https" if tls else "http"
+    log.info("http listening on %s://%s:%d (health /api/health, uploads /api/scans/NAME)", scheme, host, port)
     await stop.wait()
     server.should_exit = True
     await task
@@ -207,7 +233,7 @@ async def worker(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-async def _demo_device(svc: Services) -> tuple[str, str | None]:
+async def _demo_device(svc: Services) -> tuple[Device, str | None]:
     """Create `demo` once; print a fresh password at every start (the old one is never stored in clear).
     A demo device the admin revoked stays revoked: restarting dev is not a way around `devices revoke`."""
     existing = await svc.registry.get(DEMO_DEVICE)
@@ -215,16 +241,18 @@ async def _demo_device(svc: Services) -> tuple[str, str | None]:
         device, password = await svc.registry.add(
             DEMO_DEVICE, default_to="me@example.com", allow_to=["*@example.com"], sender_name="Demo scanner"
         )
-        return device.username, password
+        return device, password
     if existing.revoked:
-        return existing.username, None
+        return existing, None
     device, password = await svc.registry.rotate(DEMO_DEVICE)
-    return device.username, password
+    return device, password
 
 
-def _banner(settings: Settings, args: argparse.Namespace, username: str, password: str | None) -> str:
+def _banner(
+    settings: Settings, args: argparse.Namespace, device: Device, password: str | None, lan: Endpoints | None
+) -> str:
     (smtp_host, smtp_port), (http_host, http_port) = args.smtp_listen, args.http_listen
-    url = f"http://{http_host}:{http_port}"
+    url = lan.upload_url if lan and lan.upload_url else f"http://{http_host}:{http_port}"
     target = f"{settings.outbox.resolve()} (.eml files)" if settings.outbox else f"Microsoft Graph as {settings.sender}"
     lines = [
         "",
@@ -234,17 +262,50 @@ def _banner(settings: Settings, args: argparse.Namespace, username: str, passwor
         f"  delivering to: {target}",
     ]
     if password is None:
-        lines += [
-            f"  device {username} is revoked (scangw devices revoke); restarting dev does not re-activate it.",
-            "  add a device of your own: scangw devices add NAME --default-to ADDR",
-        ]
-    else:
-        lines += [
-            f"  device username: {username}",
-            f"  device password: {password}",
-            f"  try: curl -T scan.pdf -u '{username}:{password}' '{url}/api/scans/scan.pdf?to=me@example.com'",
-        ]
+        return "\n".join(
+            [
+                *lines,
+                f"  device {device.name} is revoked (scangw devices revoke); restarting dev does not re-activate it.",
+                "  add a device of your own: scangw devices add NAME --default-to ADDR",
+                "",
+            ]
+        )
+    insecure = "-k " if lan else ""
+    lines += [
+        f"  device username: {device.username}",
+        f"  device password: {password}",
+        f"  try: curl {insecure}-T scan.pdf -u '{device.username}:{password}' "
+        f"'{url}/api/scans/scan.pdf?to=me@example.com'",
+    ]
+    if lan:
+        lines += ["", sheet(device, lan, password)]
     return "\n".join(lines) + "\n"
+
+
+def _lan_endpoints(settings: Settings, args: argparse.Namespace) -> tuple[Endpoints, tuple[Path, Path]]:
+    """Where a device on the LAN reaches this dev instance, and the certificate the SMTP door uses (made by it)."""
+    from gateway.intake.self_signed import load
+    from gateway.intake.smtp import self_signed_folder
+
+    if settings.smtp_tls_cert and settings.smtp_tls_key:
+        tls, fingerprint = (settings.smtp_tls_cert, settings.smtp_tls_key), None
+        host = default_host()
+    else:
+        made = load(self_signed_folder(settings))
+        if made is None:
+            raise UsageError(f"no certificate in {self_signed_folder(settings)}; set SCANGW_SMTP_TLS_SELF_SIGNED")
+        tls, fingerprint, host = (made.cert, made.key), made.fingerprint, made.hosts[0]
+    http_host, http_port = args.http_listen
+    shown = host if http_host in ("0.0.0.0", "::") else http_host
+    endpoints = Endpoints(
+        host=host if args.smtp_listen[0] in ("0.0.0.0", "::") else args.smtp_listen[0],
+        starttls_port=args.smtp_listen[1],
+        implicit_tls_port=args.implicit_tls_listen[1],
+        upload_url=f"https://{shown}:{http_port}",
+        fingerprint=fingerprint,
+        note="Trial only: `scangw dev` keeps its data in the store above; see the README to run it for real.",
+    )
+    return endpoints, tls
 
 
 async def dev(args: argparse.Namespace, settings: Settings) -> int:
@@ -254,15 +315,17 @@ async def dev(args: argparse.Namespace, settings: Settings) -> int:
 
         async def body(svc: Services, stop: asyncio.Event) -> None:
             listening = asyncio.Event()
-            smtp = asyncio.create_task(_serve_smtp(svc, [args.smtp_listen], [], stop, lambda _: listening.set()))
+            implicit = [args.implicit_tls_listen] if args.lan else []
+            smtp = asyncio.create_task(_serve_smtp(svc, [args.smtp_listen], implicit, stop, lambda _: listening.set()))
             ready = asyncio.create_task(listening.wait())
             await asyncio.wait({smtp, ready}, return_when=asyncio.FIRST_COMPLETED)
             if smtp.done():
                 ready.cancel()
                 await smtp  # raises the bind error: nothing else started, the demo password unchanged
                 return
-            username, password = await _demo_device(svc)
-            print(_banner(settings, args, username, password), flush=True)
-            await asyncio.gather(smtp, _serve_http(svc, http_sock, stop), _run_worker(svc, stop))
+            lan, tls = _lan_endpoints(svc.settings, args) if args.lan else (None, None)
+            device, password = await _demo_device(svc)
+            print(_banner(svc.settings, args, device, password, lan), flush=True)
+            await asyncio.gather(smtp, _serve_http(svc, http_sock, stop, tls), _run_worker(svc, stop))
 
         return await _main(settings, body)
