@@ -70,6 +70,8 @@ class Settings:
     max_age_hours: float = 24.0
     retry_base_seconds: float = 15.0
     send_grace_seconds: float = 300.0
+    #: SCANGW_HTTP_STOP_SECONDS: on SIGTERM, how long uploads in progress may take to finish before `503`.
+    http_stop_seconds: float = 30.0
     partial_wait_minutes: float = 30.0
     link_hours: float = 0.0
     #: Where recipients reach `scangw http` (embedded spool download links); no trailing slash.
@@ -295,6 +297,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_age_hours=_number(env, "SCANGW_MAX_AGE_HOURS", 24, 0.01),
         retry_base_seconds=_number(env, "SCANGW_RETRY_BASE_SECONDS", 15, 0.1, 3600),
         send_grace_seconds=_number(env, "SCANGW_SEND_GRACE_SECONDS", 300, 0, 86400),
+        http_stop_seconds=_number(env, "SCANGW_HTTP_STOP_SECONDS", 30, 0, 3600),
         partial_wait_minutes=_number(env, "SCANGW_PARTIAL_WAIT_MINUTES", 30, 0),
         link_hours=link_hours,
         public_url=public_url,

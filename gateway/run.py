@@ -97,19 +97,23 @@ async def _serve_http(
     import uvicorn
 
     from gateway.intake.http import create_app
+    from gateway.intake.http_drain import SETTLE_SECONDS, Draining
 
     async def provider() -> Services:
         return svc
 
     host, port = sock.getsockname()[:2]
+    app = Draining(create_app(provider))
+    stop_seconds = svc.settings.http_stop_seconds
     config = uvicorn.Config(
-        create_app(provider),
+        app,
         host=host,
         port=port,
         log_level="warning",
         access_log=False,
         lifespan="off",
-        timeout_graceful_shutdown=30,
+        # A backstop only: Draining answers the uploads still running at the deadline (503, not uvicorn's 500).
+        timeout_graceful_shutdown=int(stop_seconds + SETTLE_SECONDS + 5),
         h11_max_incomplete_event_size=32 * 1024,
         ssl_certfile=str(tls[0]) if tls else None,
         ssl_keyfile=str(tls[1]) if tls else None,
@@ -124,7 +128,8 @@ async def _serve_http(
     scheme = "https" if tls else "http"
     log.info("http listening on %s://%s:%d (health /api/health, uploads /api/scans/NAME)", scheme, host, port)
     await stop.wait()
-    server.should_exit = True
+    server.should_exit = True  # no new connections; requests in progress go on until the deadline
+    await app.drain(stop_seconds)
     await task
 
 
