@@ -143,6 +143,7 @@ class GraphTransport:
         return await sweep_mailboxes(services, self.api, self.uploader.http, now)
 
     async def close(self) -> None:
+        await self.limits.close()
         await self.api.close()
         await self.uploader.http.aclose()
         if self._owns_credential:

@@ -73,6 +73,9 @@ class MailboxLimits:
             await self._wait_unblocked(mailbox)  # another request may have been throttled while we queued
             yield
 
+    async def close(self) -> None:
+        """Give back whatever is held beyond a request (nothing here; shared limits keep slots briefly)."""
+
     async def pace_send(self, mailbox: str) -> None:
         """Spread sends to `rate_per_min` per mailbox: reserve the next send time, or re-queue if far off."""
         if self.rate_per_min <= 0:

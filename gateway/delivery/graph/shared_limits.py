@@ -35,6 +35,10 @@ POLL = 0.05
 #: before use: a Retry-After window may have begun meanwhile, and a late request would fall inside it.
 STALE_CLAIM = 0.2
 _WRITE_ATTEMPTS = 50
+#: A slot a request just finished with is kept this long for this process's next request to that mailbox.
+HANDOFF = 0.05
+#: ...and handed on at most this many times in a row, so a busy process cannot keep a slot from the others.
+MAX_HANDOFFS = 8
 
 
 def _process_gone(holder: str) -> bool:
@@ -78,6 +82,9 @@ class SharedMailboxLimits(MailboxLimits):
         self._last: dict[str, Record | None] = {}  # the record as this process last wrote or read it
         self._queued: dict[str, list[tuple[Callable[[Ledger, float], Ledger | None], asyncio.Future[Ledger]]]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
+        self._spare: dict[str, list[tuple[str, int, float]]] = {}  # slots kept for the next request (`_keep`)
+        self._releasing: set[asyncio.Task[None]] = set()
+        self._contact: dict[str, float] = {}  # when this process last read or wrote each ledger record
         #: Ledger writes that won and that lost an etag race (the benchmark reports them per scan).
         self.writes = 0
         self.conflicts = 0
@@ -128,6 +135,7 @@ class SharedMailboxLimits(MailboxLimits):
         for attempt in range(_WRITE_ATTEMPTS):
             if record is None and not fresh:
                 record, fresh = await self.ledger.get(key), True
+                self._contact[key] = self._wall()
             now = self._wall()
             current = Ledger.from_record(record.data if record else None).live(now, self._gone)
             wanted, declined = current, False
@@ -155,6 +163,7 @@ class SharedMailboxLimits(MailboxLimits):
                 await self._sleep(self.poll * min(attempt + 1, 4) * random.random() / 2)
                 continue
             self.writes += 1
+            self._contact[key] = self._wall()
             self._last[key] = Record(data, etag)
             return wanted
         raise MailboxBusy(f"Too many workers are updating the limits of mailbox {mailbox} at once.", retry_after=1.0)
@@ -162,15 +171,68 @@ class SharedMailboxLimits(MailboxLimits):
     @asynccontextmanager
     async def request(self, mailbox: str) -> AsyncIterator[None]:
         async with super().request(mailbox):
-            holder = f"{self._me}|{next(self._claims)}"
-            await self._claim(mailbox, holder)
+            reused = await self._reuse(mailbox)
+            if reused is None:
+                holder, uses, claimed_at = f"{self._me}|{next(self._claims)}", 0, self._wall()
+                await self._claim(mailbox, holder)
+            else:
+                holder, uses, claimed_at = reused
             try:
                 yield
             finally:
-                try:
-                    await self._change(mailbox, lambda ledger, _now: ledger.release(holder))
-                except Exception:  # noqa: BLE001 - the claim lapses by itself; the Graph call's outcome matters more
-                    log.warning("could not release a request slot of %s; it lapses in %.0f s", mailbox, self.lease)
+                if uses + 1 < MAX_HANDOFFS and self.blocked_for(mailbox) <= 0:
+                    self._keep(mailbox, holder, uses + 1, claimed_at)
+                else:
+                    await self._release(mailbox, holder)
+
+    async def close(self) -> None:
+        """Give back the slots kept for a next request that will not come (a stopping worker, a closed transport)."""
+        for key, spare in list(self._spare.items()):
+            while spare:
+                holder, _, _ = spare.pop()
+                await self._release(key, holder)
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
+
+    async def _release(self, mailbox: str, holder: str) -> None:
+        try:
+            await self._change(mailbox, lambda ledger, _now: ledger.release(holder))
+        except Exception:  # noqa: BLE001 - the claim lapses by itself; the Graph call's outcome matters more
+            log.warning("could not release a request slot of %s; it lapses in %.0f s", mailbox, self.lease)
+
+    def _keep(self, mailbox: str, holder: str, uses: int, claimed_at: float) -> None:
+        """Keep a slot this process just finished with for HANDOFF seconds: the next request of this process
+        (the same scan's send after its create, or another scan's) takes it without a ledger write."""
+        key = self._key(mailbox)
+        self._spare.setdefault(key, []).append((holder, uses, claimed_at))
+
+        def lapse() -> None:
+            spare = self._spare.get(key, [])
+            for entry in spare:
+                if entry[0] == holder:
+                    spare.remove(entry)
+                    task = asyncio.create_task(self._release(mailbox, holder))
+                    self._releasing.add(task)
+                    task.add_done_callback(self._releasing.discard)
+                    return
+
+        asyncio.get_running_loop().call_later(HANDOFF, lapse)
+
+    async def _reuse(self, mailbox: str) -> tuple[str, int, float] | None:
+        """A slot kept by `_keep`, still well inside its lease; checked against Retry-After windows other
+        processes may have recorded since this one last looked at the ledger."""
+        key = self._key(mailbox)
+        spare = self._spare.get(key)
+        while spare:
+            holder, uses, claimed_at = spare.pop()
+            if self._wall() - claimed_at > self.lease / 2:
+                await self._release(mailbox, holder)
+                continue
+            if self._wall() - self._contact.get(key, 0.0) > STALE_CLAIM and await self._closed_since(mailbox):
+                await self._release(mailbox, holder)
+                return None
+            return holder, uses, claimed_at
+        return None
 
     async def _claim(self, mailbox: str, holder: str) -> None:
         started = self._clock()
@@ -202,6 +264,7 @@ class SharedMailboxLimits(MailboxLimits):
     async def _closed_since(self, mailbox: str) -> bool:
         """A fresh look: did another process record a Retry-After window while this one was granted a slot?"""
         record = await self.ledger.get(self._key(mailbox))
+        self._contact[self._key(mailbox)] = self._wall()
         return Ledger.from_record(record.data if record else None).blocked_until > self._wall()
 
     async def throttled(self, mailbox: str, retry_after: float) -> None:
