@@ -57,7 +57,9 @@ class AzureBlobStore:
         if not block_ids:
             # It fits one block: one Put Blob instead of a staged block and its commit (same all-or-nothing).
             with mapped(f"store blob {name}"):
-                await blob.upload_blob(bytes(buffer), length=len(buffer), overwrite=True, validate_content=True)
+                await settled(  # a cancelled caller still learns whether it landed
+                    blob.upload_blob(bytes(buffer), length=len(buffer), overwrite=True, validate_content=True)
+                )
             return size
         if buffer:
             await stage(bytes(buffer))
