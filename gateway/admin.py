@@ -73,13 +73,13 @@ async def _with_services(settings: Settings) -> Services:
     return await build(settings)
 
 
-def _store_missing(settings: Settings) -> bool:
+def store_missing(settings: Settings) -> bool:
     """True when the embedded spool's folder holds no store: admin commands then report, never create one."""
     local = settings.local_dir
     return local is not None and not (local / "spool.db").is_file()
 
 
-def _no_store(settings: Settings) -> str:
+def no_store(settings: Settings) -> str:
     return (
         f"there is no store at {settings.store_label} yet (`scangw dev` or `scangw devices add` creates it; "
         "SCANGW_STORAGE chooses another)"
@@ -87,12 +87,12 @@ def _no_store(settings: Settings) -> str:
 
 
 async def devices(args: argparse.Namespace, settings: Settings) -> int:
-    if args.action != "add" and _store_missing(settings):
+    if args.action != "add" and store_missing(settings):
         if args.action != "list":
-            raise MalformedInput(f"No device named '{args.name}': {_no_store(settings)}.")
+            raise MalformedInput(f"No device named '{args.name}': {no_store(settings)}.")
         if args.json:
             _print_json([])
-        print(f"No devices: {_no_store(settings)}.", file=sys.stderr)
+        print(f"No devices: {no_store(settings)}.", file=sys.stderr)
         return 0
     svc = await _with_services(settings)
     try:
@@ -133,12 +133,12 @@ async def devices(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def jobs(args: argparse.Namespace, settings: Settings) -> int:
-    if _store_missing(settings):
+    if store_missing(settings):
         if args.action != "list":
-            raise MalformedInput(f"No job {args.id}: {_no_store(settings)}.")
+            raise MalformedInput(f"No job {args.id}: {no_store(settings)}.")
         if args.json:
             _print_json([])
-        print(f"No jobs: {_no_store(settings)}.", file=sys.stderr)
+        print(f"No jobs: {no_store(settings)}.", file=sys.stderr)
         return 0
     svc = await _with_services(settings)
     try:
@@ -170,8 +170,8 @@ async def sweep(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.delivery.retention import sweep as run_sweep
     from gateway.delivery.transports import make_transport
 
-    if _store_missing(settings):
-        print(f"Nothing to sweep: {_no_store(settings)}.")
+    if store_missing(settings):
+        print(f"Nothing to sweep: {no_store(settings)}.")
         return 0
 
     svc = await _with_services(settings)

@@ -91,6 +91,7 @@ def test_admin_commands_never_create_an_empty_store(tmp_path: Path, user_env: di
         (("jobs", "show", "0123abcd"), 1),
         (("jobs", "retry", "0123abcd"), 1),
         (("sweep",), 0),
+        (("status",), 0),
         (("doctor",), 1),  # no sender, no outbox: a FAIL line, but no store created either
     ):
         out = _run(*args, env=env, cwd=tmp_path)
