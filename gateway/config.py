@@ -83,6 +83,15 @@ class Settings:
     appinsights_connection_string: str | None = field(default=None, repr=False)
     #: SCANGW_LOG_FORMAT: `text` (key=value event lines) or `json` (one object per line).
     log_format: str = "text"
+    #: Abuse limits of the two doors an admin may tune (issue 9; README "Security").
+    max_recipients: int = 100
+    max_files: int = 500
+    auth_failures: int = 5
+    auth_window_seconds: float = 60.0
+    auth_user_failures: int = 50
+    auth_user_window_seconds: float = 900.0
+    smtp_idle_timeout_seconds: float = 300.0
+    http_timeout_seconds: float = 60.0
 
     @property
     def graph_scope(self) -> str:
@@ -307,6 +316,14 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         azure_client_id=_text(env, "AZURE_CLIENT_ID"),
         appinsights_connection_string=_text(env, "APPLICATIONINSIGHTS_CONNECTION_STRING"),
         log_format=_log_format(env),
+        max_recipients=int(_number(env, "SCANGW_MAX_RECIPIENTS", 100, 1, 500)),
+        max_files=int(_number(env, "SCANGW_MAX_FILES", 500, 1, 500)),
+        auth_failures=int(_number(env, "SCANGW_AUTH_FAILURES", 5, 1, 1000)),
+        auth_window_seconds=_number(env, "SCANGW_AUTH_WINDOW_SECONDS", 60, 1, 86400),
+        auth_user_failures=int(_number(env, "SCANGW_AUTH_USER_FAILURES", 50, 1, 100000)),
+        auth_user_window_seconds=_number(env, "SCANGW_AUTH_USER_WINDOW_SECONDS", 900, 1, 86400),
+        smtp_idle_timeout_seconds=_number(env, "SCANGW_SMTP_IDLE_TIMEOUT_SECONDS", 300, 5, 3600),
+        http_timeout_seconds=_number(env, "SCANGW_HTTP_TIMEOUT_SECONDS", 60, 1, 3600),
     )
 
 

@@ -31,6 +31,7 @@ from gateway.core.devices import (
     same_pattern,
 )
 from gateway.core.errors import AuthenticationFailed, MalformedInput
+from gateway.core.fair_slots import FairSlots
 from gateway.core.jobs import iso
 from gateway.core.ports import Conflict, Table
 
@@ -49,7 +50,8 @@ class DeviceRegistry:
         self._hasher = PasswordHasher()
         self._cache_key = secrets.token_bytes(32)
         self._verified: dict[str, tuple[bytes, str, float]] = {}
-        self._hashing = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
+        self._hashing = FairSlots(MAX_CONCURRENT_HASHES)
+        self._dummy_hash: str | None = None
 
     async def get(self, name: str) -> Device | None:
         record = await self._table.get(name.lower())
@@ -138,11 +140,18 @@ class DeviceRegistry:
     async def revoke(self, name: str) -> Device:
         return await self.update(name, revoked=True, password_hash="revoked")
 
-    async def verify(self, username: str, password: str) -> Device:
-        """Return the device for valid credentials, else raise AuthenticationFailed (same message either way)."""
-        failure = AuthenticationFailed("Authentication failed: check the device's username and password.")
+    async def verify(self, username: str, password: str, client: str | None = None) -> Device:
+        """Return the device for valid credentials, else raise AuthenticationFailed (same message either way).
+
+        An unknown or revoked username costs one argon2 verification too (of a dummy hash), so the answer's
+        timing does not tell which device names exist. `client` (the address, or None behind a proxy) keys
+        the fair queue for the argon2 slots: one address flooding wrong passwords waits behind its own."""
         device = await self.get(username) if username else None
+        known = device is not None and not device.revoked
+        failure = AuthenticationFailed("Authentication failed: check the device's username and password.", known)
         if device is None or device.revoked:
+            async with self._hashing.slot(client or f"user:{username.lower()}"):
+                await asyncio.to_thread(self._verify_dummy, password)
             raise failure
         tag = hmac.new(self._cache_key, f"{device.name}\0{password}".encode(), hashlib.sha256).digest()
         cached = self._verified.get(device.name)
@@ -150,9 +159,17 @@ class DeviceRegistry:
         if cached and hmac.compare_digest(cached[0], tag) and cached[1] == device.password_hash and cached[2] > now:
             return device
         try:
-            async with self._hashing:
+            async with self._hashing.slot(client or f"user:{device.name}"):
                 await asyncio.to_thread(self._hasher.verify, device.password_hash, password)
         except (VerificationError, InvalidHashError):
             raise failure from None
         self._verified[device.name] = (tag, device.password_hash, now + VERIFY_CACHE_SECONDS)
         return device
+
+    def _verify_dummy(self, password: str) -> None:
+        if self._dummy_hash is None:
+            self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        try:
+            self._hasher.verify(self._dummy_hash, password)
+        except (VerificationError, InvalidHashError):
+            pass

@@ -98,6 +98,7 @@ async def _serve_http(
 
     from gateway.intake.http import create_app
     from gateway.intake.http_drain import SETTLE_SECONDS, Draining
+    from gateway.intake.http_server import head_deadline_protocol
 
     async def provider() -> Services:
         return svc
@@ -117,6 +118,7 @@ async def _serve_http(
         h11_max_incomplete_event_size=32 * 1024,
         ssl_certfile=str(tls[0]) if tls else None,
         ssl_keyfile=str(tls[1]) if tls else None,
+        http=head_deadline_protocol(svc.settings.http_timeout_seconds),
     )
 
     class Server(uvicorn.Server):

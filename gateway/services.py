@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config import Settings
 from gateway.core.accept import Intake
 from gateway.core.jobstore import JobStore
+from gateway.core.login_limiter import LoginLimiter, LoginLimits
 from gateway.core.ports import Spool
 from gateway.devices import DeviceRegistry
 
@@ -31,6 +32,8 @@ class Services:
     spool: Spool
     registry: DeviceRegistry
     jobs: JobStore
+    #: One failed-login limiter for both doors of the process (`scangw dev` runs both).
+    logins: LoginLimiter = field(default_factory=LoginLimiter)
 
     def intake(self, max_bytes: int | None = None) -> Intake:
         from gateway.telemetry.spans import traceparent
@@ -53,6 +56,14 @@ async def build(settings: Settings) -> Services:
         spool=spool,
         registry=DeviceRegistry(spool.devices, where=settings.store_label),
         jobs=JobStore(spool.jobs),
+        logins=LoginLimiter(
+            LoginLimits(
+                settings.auth_failures,
+                settings.auth_window_seconds,
+                settings.auth_user_failures,
+                settings.auth_user_window_seconds,
+            )
+        ),
     )
 
 

@@ -6,7 +6,9 @@ GatewayError
 │   ├── AuthThrottled          too many failures for this username or address: retry later
 │   ├── RecipientNotAllowed    the device may not send there (no open relay)
 │   ├── MessageTooLarge        over SCANGW_MAX_MESSAGE_MB
-│   └── MalformedInput         unparseable request, empty body, bad file name
+│   ├── MalformedInput         unparseable request, empty body, bad file name
+│   │   └── UploadIncomplete   the client went away mid-upload
+│   └── RequestTimeout         the client fell silent mid-request
 │       └── UsageError           a command-line value is wrong (bad device name, --from-ip): `scangw` exits 2
 ├── StorageUnavailable      the spool could not store durably: nothing was accepted
 ├── BusyError               over the in-flight budget: the device should retry
@@ -29,11 +31,16 @@ class InputError(GatewayError):
 
 
 class AuthenticationFailed(InputError):
-    pass
+    def __init__(self, message: str, known: bool = False) -> None:
+        super().__init__(message)
+        #: The username exists (for the login limiter's keying only; never shown: it would reveal device names).
+        self.known = known
 
 
 class AuthThrottled(InputError):
-    pass
+    def __init__(self, message: str, retry_after: float = 60.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RecipientNotAllowed(InputError):
@@ -54,6 +61,14 @@ class MessageTooLarge(InputError):
 
 class MalformedInput(InputError):
     pass
+
+
+class UploadIncomplete(MalformedInput):
+    """The client disconnected before the end of its upload: nothing was stored (not a storage failure)."""
+
+
+class RequestTimeout(InputError):
+    """The client fell silent mid-request for longer than SCANGW_HTTP_TIMEOUT_SECONDS: nothing was stored."""
 
 
 class UsageError(MalformedInput):

@@ -148,6 +148,8 @@ def sign_token(key: bytes, claim: LinkClaim) -> str:
 
 def verify_token(key: bytes, token: str, now: float) -> LinkClaim:
     """Check the MAC before reading anything, in constant time; then the expiry."""
+    if not token.isascii():  # a token is base64url and dots: anything else is not one (not a 500)
+        raise LinkInvalid("malformed link")
     version, _, rest = token.partition(".")
     payload, _, mac = rest.partition(".")
     if version != TOKEN_VERSION or not payload or not mac:

@@ -76,8 +76,8 @@ class OutgoingMessage:
         def put(name: str, value: object) -> None:
             object.__setattr__(self, name, value)
 
-        put("mailbox", _deliverable(self.mailbox, "sender mailbox"))
-        put("from_", _person(self.from_, "From"))
+        put("mailbox", _plain(self.mailbox, "sender mailbox"))  # the admin's; `scangw@localhost` in dev outbox mode
+        put("from_", Address(_plain(self.from_.address, "From"), display_name(self.from_.name)))
         for key in ("to", "cc", "bcc", "reply_to"):
             put(key, tuple(_person(a, key.replace("_", "-").capitalize()) for a in getattr(self, key)))
         put("subject", header_text(self.subject))
@@ -114,6 +114,16 @@ def _deliverable(address: str, role: str) -> str:
             f"The {role} address {address[:80]!r} cannot be delivered: {exc.why}.",
             "Correct the address (device policy or settings), then: scangw jobs retry <job id>.",
         ) from None
+
+
+def _plain(address: str, role: str) -> str:
+    """A sender address only needs to be safe in a header: one printable ASCII word with an @."""
+    if "@" not in address or not address.isascii() or not address.isprintable() or any(c in address for c in " <>,;"):
+        raise PermanentDeliveryError(
+            f"The {role} address {address[:80]!r} cannot be written into a message.",
+            "Set a plain mailbox address (SCANGW_SENDER, or: scangw devices update NAME --sender ADDR).",
+        )
+    return address
 
 
 def _person(person: Address, role: str) -> Address:

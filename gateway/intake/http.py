@@ -8,10 +8,10 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,10 +28,12 @@ from gateway.core.errors import (
     MalformedInput,
     MessageTooLarge,
     RecipientNotAllowed,
+    RequestTimeout,
     StorageUnavailable,
 )
 from gateway.core.links import LinkExpired, LinkInvalid, content_disposition, verify_token
 from gateway.core.ports import NotFound
+from gateway.intake.http_body import metered_body
 from gateway.intake.multipart import MultipartReader, read_field
 from gateway.services import Services
 from gateway.telemetry import metrics
@@ -46,6 +48,7 @@ _STATUS: list[tuple[type[GatewayError], int, str]] = [
     (RecipientNotAllowed, 403, "recipient_not_allowed"),
     (MessageTooLarge, 413, "too_large"),
     (MalformedInput, 400, "bad_request"),
+    (RequestTimeout, 408, "request_timeout"),
     (StorageUnavailable, 503, "storage_unavailable"),
     (BusyError, 503, "busy"),
 ]
@@ -63,6 +66,8 @@ def _map_error(exc: GatewayError) -> JSONResponse:
             headers = {"WWW-Authenticate": 'Basic realm="scangw", charset="UTF-8"'} if status == 401 else None
             if status == 503:
                 headers = {"Retry-After": "30"}
+            if isinstance(exc, AuthThrottled):
+                headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
             message = str(exc)
             if isinstance(exc, StorageUnavailable):
                 message = "Storage is unavailable, nothing was accepted: try again in a minute."
@@ -96,9 +101,34 @@ def create_app(services: ServicesProvider, max_body_bytes: int | None = None) ->
     """`max_body_bytes` lets the Function app cap uploads at the platform's request limit as well."""
 
     async def authenticate(request: Request) -> tuple[Services, Device]:
+        """HTTP Basic through the failed-login limiter both doors share: 429 with Retry-After while blocked,
+        no password checked meanwhile (issue 9 items 5-6)."""
         svc = await services()
         username, password = _credentials(request)
-        return svc, await svc.registry.verify(username, password)
+        client = request.client.host if request.client else None  # None: the Function host, one front for all
+        wait = svc.logins.retry_after(username, client)
+        if wait > 0:
+            raise AuthThrottled(
+                f"Too many failed logins: wait {math.ceil(wait)} seconds, then check the device's password.", wait
+            )
+        try:
+            device = await svc.registry.verify(username, password, client)
+        except AuthenticationFailed as exc:
+            svc.logins.failed(username, client, exc.known)
+            raise
+        svc.logins.succeeded(username, client)
+        return svc, device
+
+    def recipients(svc: Services, device: Device, given: list[str]) -> tuple[str, ...]:
+        """Counted before anything is validated: 30,000 addresses are refused at once, not checked one by one."""
+        if len(given) > svc.settings.max_recipients:
+            raise MalformedInput(
+                f"Too many recipients: at most {svc.settings.max_recipients} per scan (SCANGW_MAX_RECIPIENTS)."
+            )
+        return check_recipients(device, given, svc.settings.sender)
+
+    def body(request: Request, svc: Services) -> AsyncIterator[bytes]:
+        return metered_body(request, limit(svc), svc.settings.http_timeout_seconds)
 
     def limit(svc: Services) -> int:
         return min(svc.settings.max_message_bytes, max_body_bytes or svc.settings.max_message_bytes)
@@ -114,14 +144,14 @@ def create_app(services: ServicesProvider, max_body_bytes: int | None = None) ->
     async def put_scan(request: Request, path: str) -> Response:
         svc, device = await authenticate(request)
         check_length(request, svc)
-        name = unquote(path.rstrip("/").rsplit("/", 1)[-1])
+        name = path.rstrip("/").rsplit("/", 1)[-1]  # the server decoded the path once already: never twice
         if not name:
             raise MalformedInput("Name the file in the URL, e.g. PUT /api/scans/scan.pdf")
-        to = check_recipients(device, request.query_params.getlist("to"), svc.settings.sender)
+        to = recipients(svc, device, request.query_params.getlist("to"))
         envelope = Envelope(to, request.query_params.get("subject"), request.query_params.get("body"))
 
         async def files() -> AsyncIterator[IncomingFile]:
-            yield IncomingFile(name, request.headers.get("content-type"), request.stream())
+            yield IncomingFile(name, request.headers.get("content-type"), body(request, svc))
 
         return accepted(
             await metrics.accepting(
@@ -132,21 +162,29 @@ def create_app(services: ServicesProvider, max_body_bytes: int | None = None) ->
     async def post_scan(request: Request) -> Response:
         svc, device = await authenticate(request)
         check_length(request, svc)
-        reader = MultipartReader(request.headers.get("content-type", ""), request.stream().__aiter__())
+        reader = MultipartReader(request.headers.get("content-type", ""), body(request, svc).__aiter__())
         fields: dict[str, list[str]] = {"to": []}
 
         async def files() -> AsyncIterator[IncomingFile]:
+            count = 0
             async for part in reader.parts():
                 if part.filename is not None or part.name == "file":
+                    count += 1
+                    if count > svc.settings.max_files:
+                        raise MalformedInput(
+                            f"Too many files: at most {svc.settings.max_files} per scan (SCANGW_MAX_FILES)."
+                        )
                     yield IncomingFile(part.filename or "scan.pdf", part.content_type, part.chunks)
                 elif part.name == "to":
                     value = await read_field(part)
                     fields["to"].extend(v for v in value.replace(";", ",").split(",") if v.strip())
+                    if len(fields["to"]) > svc.settings.max_recipients:
+                        recipients(svc, device, fields["to"])  # refuses at once, before the next part
                 elif part.name in ("subject", "body"):
                     fields[part.name] = [await read_field(part)]
 
         def envelope() -> Envelope:
-            to = check_recipients(device, request.query_params.getlist("to") + fields["to"], svc.settings.sender)
+            to = recipients(svc, device, request.query_params.getlist("to") + fields["to"])
             subject = (fields.get("subject") or [request.query_params.get("subject") or ""])[0] or None
             body = (fields.get("body") or [request.query_params.get("body") or ""])[0] or None
             return Envelope(to, subject, body)
@@ -160,7 +198,7 @@ def create_app(services: ServicesProvider, max_body_bytes: int | None = None) ->
 
     async def status(request: Request, job_id: str) -> Response:
         svc, device = await authenticate(request)
-        job = await svc.jobs.get(job_id) if job_id.isalnum() else None
+        job = await svc.jobs.get(job_id) if job_id.isascii() and job_id.isalnum() else None
         if job is None or job.device != device.name:
             return error_response(404, "not_found", "No such scan for this device.")
         return JSONResponse({"id": job.id, "status": job.state.value, "error": job.error})

@@ -13,6 +13,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from gateway.core.errors import MalformedInput
+from gateway.core.mime.params import parse_structured
 
 #: Text fields (to, subject, body) are small; a larger one is a malformed or hostile request.
 MAX_FIELD_BYTES = 64 * 1024
@@ -114,10 +115,11 @@ class MultipartReader:
                 return
             if event.kind != "begin":
                 raise MalformedInput("The multipart body is malformed.")
-            _, params = parse_options_header(event.headers.get("content-disposition", ""))
-            name = params.get(b"name", b"").decode("utf-8", "replace")
-            raw_filename = params.get(b"filename*") or params.get(b"filename")
-            filename = _decode_filename(raw_filename) if raw_filename is not None else None
+            # The MIME parameter parser: RFC 2231/5987 `filename*` (alone or beside `filename`), continuations,
+            # charsets, encoded-words; a plain `filename` is taken as written (never URL-decoded).
+            _, params = parse_structured(event.headers.get("content-disposition", "").encode("latin-1"))
+            name = params.get("name", "")
+            filename = params.get("filename")
             chunks = self._part_chunks()
             content_type = event.headers.get("content-type")
             yield Part(
@@ -128,19 +130,6 @@ class MultipartReader:
             )
             async for _ in chunks:  # drain whatever the consumer left unread
                 pass
-
-
-def _decode_filename(raw: bytes) -> str:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    if "''" in text:  # RFC 5987 form: utf-8''na%C3%AFve.pdf
-        from urllib.parse import unquote
-
-        charset, _, value = text.partition("''")
-        return unquote(value, encoding=charset or "utf-8", errors="replace")
-    return text
 
 
 async def read_field(part: Part) -> str:

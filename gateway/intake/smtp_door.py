@@ -27,7 +27,6 @@ from gateway.core.errors import (
     StorageUnavailable,
 )
 from gateway.core.mime.screen import screened
-from gateway.intake.smtp_auth import AuthLimiter
 from gateway.intake.smtp_data import DataReader
 from gateway.intake.smtp_limits import ConnectionLimiter, SmtpLimits, address_in, idlest, networks
 from gateway.intake.smtp_tls import describe, is_legacy
@@ -77,7 +76,7 @@ class Door:
         self.require_tls_auth = require_tls_auth
         self.proxies = settings.smtp_proxy_cidrs
         self.connections = ConnectionLimiter(limits, self.proxies)
-        self.login_limiter = AuthLimiter(limits.auth_failures, limits.auth_window_seconds)
+        self.login_limiter = services.logins  # shared with the HTTP door of the same process
         self.sessions: set[ScanSMTP] = set()
         self.stopping = False
         self._warned_proxy = False
@@ -178,9 +177,9 @@ class Door:
             await metrics.login_refused("smtp", username, self.services.registry)
             return "454 4.7.0 Too many failed logins: wait a minute, then check the device's password", None
         try:
-            device = await self.services.registry.verify(username, password)
-        except AuthenticationFailed:
-            self.login_limiter.failed(username, key)
+            device = await self.services.registry.verify(username, password, key)
+        except AuthenticationFailed as exc:
+            self.login_limiter.failed(username, key, exc.known)
             log.warning("event=smtp.auth result=failed %s", fields)
             await metrics.login_refused("smtp", username, self.services.registry)
             return "535 5.7.8 Authentication failed: check the SMTP username and password on the device", None
@@ -190,6 +189,7 @@ class Door:
                 "454 4.7.0 Device registry unreachable (storage outage), password not checked: try again in a minute",
                 None,
             )
+        self.login_limiter.succeeded(username, key)
         log.info("event=smtp.auth result=ok %s device=%s tls=%s", fields, device.name, session.secure)
         return "235 2.7.0 Authentication successful", device
 

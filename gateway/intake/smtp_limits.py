@@ -28,9 +28,6 @@ class SmtpLimits:
     auth_reserve: int = 200
     #: From connect to login (AUTH, or MAIL for devices allowed by address); NOOP and RSET do not extend it.
     preauth_seconds: float = 60.0
-    #: Password checks at once: each argon2 verification takes 64 MiB, ten scanners logging in together 640.
-    auth_failures: int = 5
-    auth_window_seconds: float = 60.0
     max_recipients: int = 100
     idle_timeout_seconds: float = 300.0
     #: On SIGTERM, sessions in DATA get this long to finish before they are cut (nothing half-stored).
@@ -54,6 +51,8 @@ def limits_from(settings: Settings) -> SmtpLimits:
         max_per_address=settings.smtp_max_per_address,
         auth_reserve=total // 5,
         preauth_seconds=settings.smtp_login_seconds,
+        max_recipients=settings.max_recipients,
+        idle_timeout_seconds=settings.smtp_idle_timeout_seconds,
     )
 
 
