@@ -125,7 +125,7 @@ def test_sanitised_values_stay_one_header_each_through_the_email_package(
 @given(VALUE, st.sampled_from(["pdf", "jpeg", "tiff", "p7m"]))
 def test_file_names_are_safe_bounded_and_keep_a_short_extension(stem: str, extension: str) -> None:
     name = file_name(stem + "x" * 300 + "." + extension)  # always over the limit: the cut must keep the extension
-    assert len(name) <= MAX_FILE_NAME and name.endswith("x." + extension)
+    assert len(name) <= MAX_FILE_NAME and name.endswith("." + extension)  # a long stem is cut before the x run
     assert not set(name) & set('/\\:*?"<>|\u202e\u2066') and name == name.strip(" .")
     assert not any(ord(c) < 32 or c in LINE_BREAKS for c in name)
     short = file_name(stem)
