@@ -63,14 +63,15 @@ def test_live_links_of_one_job_do_not_stop_retention_of_the_others(tmp_path: Pat
         svc = await services_for(tmp_path, SCANGW_KEEP_FAILED_DAYS="1")
         jobs = await _jobs(svc, 3, JobState.FAILED)
         later = max(parse_iso(j.updated) for j in jobs) + timedelta(days=2)
-        for job in jobs[:2]:  # the first jobs listed still have live links; the last one does not
-            found = await svc.jobs.get_record(job.id)
-            assert found is not None
-            until = (later + timedelta(hours=5)).timestamp()
-            await svc.jobs.save(found[0], found[1], progress={**found[0].progress, "links_until": until})
+        listed = await svc.jobs.list()  # the order retention walks them in
+        found = await svc.jobs.get_record(listed[0].id)
+        assert found is not None  # the first job walked still has live links; the two after it do not
+        until = (later + timedelta(hours=5)).timestamp()
+        await svc.jobs.save(found[0], found[1], progress={**found[0].progress, "links_until": until})
         report = await sweep(svc, later)
-        assert report.bytes_deleted == 1
-        assert [await _has_bytes(svc, j) for j in jobs] == [True, True, False]
+        assert report.bytes_deleted == 2
+        assert [await _has_bytes(svc, j) for j in listed] == [True, False, False]
+        assert (await sweep(svc)).bytes_deleted == 0  # on its own clock: nothing else is due yet
         await svc.close()
 
     asyncio.run(scenario())

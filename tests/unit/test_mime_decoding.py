@@ -174,3 +174,26 @@ def test_rfc_2231_sections_are_joined_in_numeric_order_whatever_order_they_come_
     assert parse_structured(("attachment; " + "; ".join(shuffled)).encode())[1]["filename"] == name
     mixed = 'attachment; filename*1="in parts.pdf"; filename*0="long name "'
     assert parse_structured(mixed.encode())[1]["filename"] == "long name in parts.pdf"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'attachment; filename="say \\"hi\\".pdf"; size=3', ("attachment", {"filename": 'say "hi".pdf', "size": "3"})),
+        (b'attachment; filename="a\\\\b;c.pdf"; size="3"', ("attachment", {"filename": "a\\b;c.pdf", "size": "3"})),
+        (b'attachment; filename="ends in a backslash\\', ("attachment", {"filename": "ends in a backslash\\"})),
+        (b'"Application/PDF"; name=a.pdf', ("application/pdf", {"name": "a.pdf"})),
+        (b"attachment; broken; =x; filename=x.pdf", ("attachment", {"filename": "x.pdf"})),
+        (b"attachment; filename*=%C3%9Cber.pdf", ("attachment", {"filename": "Über.pdf"})),
+        (b"attachment; filename*=\"utf-8''%C3%9C.pdf\"", ("attachment", {"filename": "Ü.pdf"})),
+        (b'inline; filename=""', ("inline", {"filename": ""})),
+        (b'inline; filename="', ("inline", {"filename": ""})),
+    ],
+)
+def test_quoted_strings_escapes_and_broken_parameters_read_as_a_mail_reader_would(
+    raw: bytes, expected: tuple[str, dict[str, str]]
+) -> None:
+    """Only \\" and \\\\ are escapes inside quotes, a quoted ; does not split, a parameter without a value is
+    skipped (not the end of the list), and a value-less header still yields its type."""
+    assert parse_structured(raw) == expected
+    assert parse_structured(None) == ("", {})
