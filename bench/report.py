@@ -121,36 +121,40 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
         }
     )
     s = results.get("storage") or {}
+    path = Path(__file__).with_name("before.json")
+    was = json.loads(path.read_text()).get("storage", {}) if path.exists() else {}
     if "eight_mailboxes" in s:
         e, b = s["eight_mailboxes"], s["one_busy_mailbox"]
-        rows.append(
-            {
-                "figure": "Azurite: storage requests per scan (accept + delivery)",
-                "scangw": e["requests_per_scan"],
-                "baseline": 21 + 3,
-                "baseline_name": "issue 13's count before (21 delivery + 3 accept)",
-                "ratio": e["requests_per_scan"] / 24,
-                "goal": "half",
-            }
-        )
-        rows.append(
-            {
-                "figure": "Azurite: worker CPU per scan (ms)",
-                "scangw": e["delivery_cpu_ms_per_scan"],
-                "baseline": 39.0,
-                "baseline_name": "issue 13's figure before (other machine load)",
-                "ratio": None,
-                "goal": "",
-            }
-        )
+        for label, r in (("8 mailboxes, 1 worker", e), ("1 busy mailbox, 4 workers x 4", b)):
+            old = was.get("eight_mailboxes" if r is e else "one_busy_mailbox")
+            rows.append(
+                {
+                    "figure": f"Azurite, {label}: storage requests per scan (accept + delivery)",
+                    "scangw": r["requests_per_scan"],
+                    "baseline": old["requests_per_scan"] if old else None,
+                    "baseline_name": "before issue 13 (bench/before.json)",
+                    "ratio": r["requests_per_scan"] / old["requests_per_scan"] if old else None,
+                    "goal": "half",
+                }
+            )
+            rows.append(
+                {
+                    "figure": f"Azurite, {label}: worker CPU per scan (ms)",
+                    "scangw": r["delivery_cpu_ms_per_scan"],
+                    "baseline": old["delivery_cpu_ms_per_scan"] if old else None,
+                    "baseline_name": "before issue 13 (bench/before.json)",
+                    "ratio": r["delivery_cpu_ms_per_scan"] / old["delivery_cpu_ms_per_scan"] if old else None,
+                    "goal": "",
+                }
+            )
         rows.append(
             {
                 "figure": "Azurite, one busy mailbox, 4 workers x 4: ledger writes per scan / lost etag races",
                 "scangw": f"{b['ledger_writes_per_scan']:.1f} / {100 * b['ledger_conflict_share']:.0f} %",
                 "baseline": "4 / 73 %",
-                "baseline_name": "issue 13's figure before",
+                "baseline_name": "issue 13's figures before",
                 "ratio": None,
-                "goal": f"all 4 slots used: {b['max_in_flight']} in flight at most",
+                "goal": f"most requests in flight to the mailbox: {b['max_in_flight']} of 4",
             }
         )
     return rows
@@ -238,6 +242,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"scan, {100 * r['ledger_conflict_share']:.0f} % lost races; at most {r['max_in_flight']} requests in "
             f"flight to one mailbox; {r['delivered']} delivered, {r['violations']} violations."
         )
+    lines += before_after(results)
     lines += ["", "## Latency", ""]
     lat = results["latency"]
     lines.append(
@@ -246,6 +251,49 @@ def markdown(results: dict[str, Any]) -> str:
     )
     lines.append("")
     return "\n".join(lines)
+
+
+def before_after(results: dict[str, Any]) -> list[str]:
+    """This run next to bench/before.json: the same benchmarks run against the gateway before issue 13."""
+    path = Path(__file__).with_name("before.json")
+    if not path.exists():
+        return []
+    before = json.loads(path.read_text())
+    meta = before.get("meta", {})
+    lines = ["", "## Before and after", "", f"Before: commit {meta.get('commit')}, {meta.get('note')}.", ""]
+    lines += ["| figure | before | after |", "|---|---|---|"]
+    a, ba = results["accept"], before["accept"]
+    lines.append(f"| SMTP accept / null Sink | {ba['ratio']:.2f}x | {a['ratio']:.2f}x |")
+    lines.append(
+        f"| SMTP accept p50 / p95 (ms) | {ba['door']['p50_ms']:.1f} / {ba['door']['p95_ms']:.1f} | "
+        f"{a['door']['p50_ms']:.1f} / {a['door']['p95_ms']:.1f} |"
+    )
+    d = (
+        next(r for r in results["delivery"]["concurrency"] if r["concurrency"] == 8)
+        if not results["meta"]["quick"]
+        else results["delivery"]["concurrency"][-1]
+    )
+    bd = before["delivery_c8"]
+    lines.append(f"| delivery, 1 worker, 8 at a time (scans/s) | {bd['rate']:.1f} | {d['rate']:.1f} |")
+    lines.append(f"| worker CPU per scan (ms) | {bd['cpu_ms_per_scan']:.1f} | {d['cpu_ms_per_scan']:.1f} |")
+    s, bs = results.get("storage") or {}, before.get("storage") or {}
+    for label in ("eight_mailboxes", "one_busy_mailbox"):
+        if label in s and label in bs:
+            now, was = s[label], bs[label]
+            name = label.replace("_", " ")
+            lines.append(
+                f"| Azurite, {name}: requests per scan | {was['requests_per_scan']} | {now['requests_per_scan']} |"
+            )
+            lines.append(
+                f"| Azurite, {name}: ledger requests per scan | {was['delivery_requests_per_scan'].get('ledger', 0)} | "
+                f"{now['delivery_requests_per_scan'].get('ledger', 0)} |"
+            )
+            lines.append(
+                f"| Azurite, {name}: delivery CPU per scan (ms) | {was['delivery_cpu_ms_per_scan']:.1f} | "
+                f"{now['delivery_cpu_ms_per_scan']:.1f} |"
+            )
+            lines.append(f"| Azurite, {name}: scans/s | {was['rate']:.1f} | {now['rate']:.1f} |")
+    return lines
 
 
 def plots(results: dict[str, Any], out: Path) -> None:
