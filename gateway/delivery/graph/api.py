@@ -49,6 +49,7 @@ from gateway.delivery.graph.failures import (
 )
 from gateway.delivery.graph.identity import RefreshableCredential
 from gateway.delivery.graph.mailbox_limits import MailboxBusy, MailboxLimits
+from gateway.delivery.graph.upload import tls_context
 from gateway.telemetry import metrics
 from gateway.telemetry.spans import graph_call
 
@@ -136,7 +137,7 @@ def build_client(
         UrlReplaceHandlerOption.get_key(): UrlReplaceHandlerOption(enabled=False, replacement_pairs={}),
     }
     http = GraphClientFactory.create_with_default_middleware(
-        client=httpx.AsyncClient(timeout=TIMEOUT, http2=True), options=options
+        client=httpx.AsyncClient(timeout=TIMEOUT, http2=True, verify=tls_context()), options=options
     )
     adapter = GraphRequestAdapter(auth, client=http)
     adapter.base_url = settings.graph_base_url
@@ -155,7 +156,7 @@ class GraphApi:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.adapter, self._http = build_client(settings, credential)
-        self._raw = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)  # for streamed reads only
+        self._raw = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, verify=tls_context())  # streamed reads
         self.base_url = settings.graph_base_url.rstrip("/")
         self.scope = settings.graph_scope
         self.credential = credential

@@ -9,6 +9,8 @@ memory at a time), with an exact Content-Range and no Authorization header; the 
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -144,9 +146,16 @@ class ChunkUploader:
             raise GraphCallError(failure_from_response(response, self._now()))
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every Graph client of the process: each httpx client would otherwise
+    load the CA bundle again, tens of milliseconds apiece on a cold worker's way to its first scan."""
+    return httpx.create_ssl_context()
+
+
 def new_upload_client() -> httpx.AsyncClient:
     """A bare client: no auth, no Graph middleware, so the opaque upload URL is used exactly as given."""
-    return httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=15.0), follow_redirects=False)
+    return httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=15.0), follow_redirects=False, verify=tls_context())
 
 
 def expired(expires: str | None, now: float, margin: float = 60.0) -> bool:
