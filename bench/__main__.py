@@ -81,11 +81,14 @@ def collect(quick: bool, log: Any = print) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the whole report")
     parser.add_argument("--out", type=Path, default=HERE, help="where report.md/.json and the plots go")
-    parser.add_argument("legacy", nargs="*", choices=["intake", "delivery", []], help=argparse.SUPPRESS)
+    parser.add_argument("legacy", nargs="*", help="intake | delivery: one of the older one-line benchmarks instead")
     args = parser.parse_args(argv)
+    unknown = set(args.legacy) - {"intake", "delivery"}
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(sorted(unknown))}: use intake or delivery, or no name")
     if args.legacy:
         from bench import delivery, intake
 
