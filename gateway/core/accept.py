@@ -73,8 +73,8 @@ _COMMITS: set[asyncio.Task[Any]] = set()
 async def settle_accepts(timeout: float = 30.0) -> None:
     """Wait (up to `timeout`) for accepts still in progress, typically ones whose client went away and which
     are taking back what they wrote; called before the spool closes at shutdown."""
-    current = asyncio.current_task()
-    pending = {task for task in _COMMITS if task is not current and not task.done()}
+    current, loop = asyncio.current_task(), asyncio.get_running_loop()
+    pending = {task for task in _COMMITS if task is not current and not task.done() and task.get_loop() is loop}
     if pending:
         log.info("waiting for %d scan(s) still being stored or taken back", len(pending))
         await asyncio.wait(pending, timeout=timeout)
