@@ -7,6 +7,7 @@ bytes or its queue message, no bytes without a record.
 from __future__ import annotations
 
 import json
+import logging
 import smtplib
 import socket
 import sqlite3
@@ -14,7 +15,12 @@ import struct
 import threading
 from pathlib import Path
 
+import pytest
+
 from gateway.config import BLOB_CONTAINER
+from gateway.intake.smtp_limits import SmtpLimits
+from tests.integration.test_smtp_harness import running_smtp, stored
+from tests.integration.test_smtp_limits import in_data
 from tests.support import free_port, gateway_process, local_env, poll, scangw
 
 
@@ -73,3 +79,33 @@ def _connect(port: int) -> smtplib.SMTP | None:
         return smtplib.SMTP("127.0.0.1", port, timeout=30)
     except OSError:
         return None
+
+
+def test_a_stop_that_cuts_a_session_waiting_for_the_database_lock_leaves_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Shutdown reaches the same path: the door's stop deadline cuts the session while its scan waits for the
+    lock, and storage must not close before accept() has taken back what it wrote."""
+    caplog.set_level(logging.INFO)
+    with running_smtp(tmp_path, limits=SmtpLimits(stop_deadline_seconds=0.5)) as door:
+        talk = in_data(door)
+        lock = sqlite3.connect(tmp_path / "spool" / "spool.db", isolation_level=None, timeout=30)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            talk.send(b"Subject: held\r\n\r\n" + b"scan\r\n" * 1000 + b".\r\n")
+            blobs = tmp_path / "spool" / BLOB_CONTAINER
+            poll(lambda: [*blobs.rglob("message.eml"), *blobs.glob(".incoming/*.part")], what="the scan's bytes")
+            door.stop()
+            poll(lambda: any("smtp.stop_cut" in r.getMessage() for r in caplog.records), what="the cut at the deadline")
+            # The door is closing its storage now: it must wait for the cut scan, still waiting for the lock.
+            poll(
+                lambda: any("still being stored or taken back" in r.getMessage() for r in caplog.records),
+                what="the door to wait for the cut scan before closing its storage",
+            )
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+    jobs, queued, _ = stored(tmp_path)
+    assert (jobs, queued) == ([], 0), "the cut scan left a job record or a queue message"
+    assert [p.name for p in (tmp_path / "spool" / BLOB_CONTAINER).iterdir()] == [".incoming"]
+    assert list((tmp_path / "spool" / BLOB_CONTAINER).glob(".incoming/*")) == []
