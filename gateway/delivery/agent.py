@@ -127,9 +127,8 @@ class DeliveryAgent:
         try:
             job_id = decode_queue_message(text)
         except PoisonMessage as exc:
-            log.error(
-                "event=queue.poison reason=%s", exc
-            )  # infra/app/kql/poison-messages.kql matches event=queue.poison
+            # infra/app/kql/alert-poison.kql matches the field event=queue.poison, never the text
+            log.error("event=queue.poison reason=%s", exc)
             await self.services.spool.queue.put_poison(text if isinstance(text, str) else text.decode("latin-1"))
             return Done()
         found = await self.services.jobs.get_record(job_id)
@@ -276,7 +275,7 @@ class DeliveryAgent:
             delay = wait + self.rng.random() * wait / 4
         progress = {**job.progress, "not_before": self.clock() + delay}
         await cp.set(state=JobState.QUEUED, attempts=attempts, error=reason, progress=progress)
-        if counted:  # infra/app/alerts.bicep counts these lines
+        if counted:  # infra/app/kql/alert-retries.kql counts these lines by their fields
             log.warning("job=%s state=queued retry_in=%.0fs reason=%s", job.id, delay, reason)
         elif not bounded:  # one line with the remedy, no traceback: the admin's to fix, no alert storm
             log.warning("job=%s state=queued wait_in=%.0fs reason=%s", job.id, delay, reason)
