@@ -26,6 +26,7 @@ def test_json_lines_with_hostile_input_stay_one_object_per_event(tmp_path: Path)
     lines = [line for line in err.splitlines() if line.strip()]
     events = [json.loads(line) for line in lines]  # every line parses: nothing broke out of its object
     assert not any(c in err for c in "\x1b\r\u2028")
-    refused = [e for e in events if "AuthenticationFailed" in e["message"]]
-    assert len(refused) == 1 and refused[0]["level"] == "WARNING" and "\\x1b[2J\\u2028" in refused[0]["message"]
+    [refused] = [e for e in events if e.get("event") == "http.auth"]
+    assert refused["level"] == "WARNING" and refused["result"] == "failed" and refused["method"] == "PUT"
+    assert "\\x1b[2J" in refused["path"] and "\\u2028" in refused["path"] and "\\x1b" in refused["user"]
     assert not any(e.get("event") == "queue.poison" for e in events)
