@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import socket
 import ssl
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from tests.integration.test_smtp_harness import Dialogue, Pki, SmtpRun, make_pki, running_smtp
 from tests.integration.test_smtp_tls import tls10_client
+from tests.support import free_port, gateway_process, poll
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +109,41 @@ def test_a_client_that_says_starttls_then_nothing_is_cut_and_logged(
         [line] = poll_lines(caplog)
     assert "port=starttls" in line and "offered=nothing" in line and "never started TLS" in line
     no_tracebacks(caplog)
+
+
+def test_the_real_scangw_smtp_process_logs_one_line_and_no_traceback(tmp_path: Path) -> None:
+    plain, implicit = free_port(), free_port()
+    env = {
+        "SCANGW_STORAGE": f"local:{tmp_path / 'data'}",
+        "SCANGW_SMTP_TLS_SELF_SIGNED": "localhost,127.0.0.1",
+        "SCANGW_LOG_FORMAT": "",
+    }
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1
+    try:
+        old.set_ciphers("AES128-SHA:@SECLEVEL=0")
+    except ssl.SSLError:
+        pytest.skip("the local OpenSSL cannot offer AES128-SHA at all")
+    args = ("smtp", "--listen", f"127.0.0.1:{plain}", "--implicit-tls", f"127.0.0.1:{implicit}")
+    with gateway_process(*args, env=env) as proc:
+
+        def listening() -> bool:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                socket.create_connection(("127.0.0.1", implicit), timeout=1).close()
+            except OSError:
+                return False
+            return True
+
+        poll(listening, what="scangw smtp to listen")
+        with pytest.raises((ssl.SSLError, OSError)):
+            with socket.create_connection(("127.0.0.1", implicit), timeout=10) as raw:
+                old.wrap_socket(raw, server_hostname="localhost")
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    failed = [line for line in stderr.splitlines() if "smtp.tls_failed" in line]
+    assert len(failed) == 1 and "offered=TLSv1" in failed[0] and "SCANGW_SMTP_LEGACY_TLS=1" in failed[0], stderr
+    assert "Traceback" not in stderr
