@@ -243,3 +243,15 @@ def test_a_running_self_signed_door_renews_its_certificate_near_expiry(tmp_path:
         served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True) or b"")
         assert (served.not_valid_after_utc - served.not_valid_before_utc).days > 300
         assert not run.call(run.server.renew_self_signed())  # type: ignore[attr-defined]
+
+
+def test_commands_pipelined_after_starttls_are_discarded_not_run_inside_tls(starttls_door: SmtpRun, pki: Pki) -> None:
+    """STARTTLS command injection (GHSA-wgjv-9j3q-jhg8): plain-text bytes sent with STARTTLS never count."""
+    talk = Dialogue(starttls_door.plain)
+    talk.ask("EHLO x")
+    talk.send(b"STARTTLS\r\nNOOP\r\nRSET\r\n")
+    assert talk.reply().startswith("220")
+    tls = pki.client_context().wrap_socket(talk.sock, server_hostname="localhost")
+    tls.sendall(b"EHLO x\r\n")
+    first = tls.recv(4096).decode()
+    assert first.startswith("250-") and "250 OK" not in first  # the EHLO's answer, not the injected NOOP's
