@@ -285,7 +285,12 @@ def _banner(
         f"'{url}/api/scans/scan.pdf?to=me@example.com'",
     ]
     if lan:
-        lines += ["", sheet(device, lan, password)]
+        lines += [
+            "",
+            sheet(device, lan, password),
+            "",
+            "  Other devices' sheets: scangw devices show NAME --sheet (their passwords were shown when made).",
+        ]
     return "\n".join(lines) + "\n"
 
 

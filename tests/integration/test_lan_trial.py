@@ -57,7 +57,7 @@ def _read_banner(proc: subprocess.Popen[str]) -> str:
     lines: list[str] = []
     for line in proc.stdout:
         lines.append(line)
-        if "Per-vendor notes" in line:
+        if "Other devices' sheets" in line:
             return "".join(lines)
     raise AssertionError("no setup sheet in: " + "".join(lines))
 
@@ -76,6 +76,7 @@ def test_dev_lan_encrypts_and_prints_a_sheet_with_the_password(tmp_path: Path) -
         banner = _read_banner(proc)
         password = banner.split("device password: ", 1)[1].split()[0]
         assert "Password" in banner and banner.count(password) >= 2  # the banner and the sheet
+        assert "devices show NAME --sheet" in banner and "Per-vendor notes" in banner
         assert "STARTTLS" in banner and str(tls_port) in banner and "Certificate SHA-256" in banner
         context = ssl.create_default_context()
         context.check_hostname = False
