@@ -182,11 +182,23 @@ class SmtpServer:
             tls = sslproto.SSLProtocol(
                 loop, session, context, waiter, server_side=True, ssl_handshake_timeout=limits.tls_handshake_seconds
             )
-            gate = HelloGate(tls, waiter, hello_seconds=limits.tls_hello_seconds, silence_reply=IMPLICIT_TLS_ONLY)
+            counted: list[str] = []
+
+            def admit(peer_ip: str) -> bool:
+                if not self.door.handshake_started(peer_ip):
+                    return False
+                counted.append(peer_ip)
+                return True
+
+            gate = HelloGate(
+                tls, waiter, hello_seconds=limits.tls_hello_seconds, silence_reply=IMPLICIT_TLS_ONLY, admit=admit
+            )
 
             def done(future: asyncio.Future[None]) -> None:
+                for peer_ip in counted:  # the session (if any) is counted by now; the handshake no longer
+                    self.door.handshake_ended(peer_ip)
                 error = None if future.cancelled() else future.exception()
-                if error is not None:
+                if error is not None and counted:
                     self.door.tls_failed(gate.peer_ip, "implicit", gate.first, error)
 
             waiter.add_done_callback(done)

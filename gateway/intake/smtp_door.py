@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -78,6 +79,7 @@ class Door:
         self.connections = ConnectionLimiter(limits, self.proxies)
         self.login_limiter = services.logins  # shared with the HTTP door of the same process
         self.sessions: set[ScanSMTP] = set()
+        self.handshakes: Counter[str] = Counter()  # implicit-TLS connections not yet sessions, per address
         self.stopping = False
         self._warned_proxy = False
 
@@ -97,6 +99,24 @@ class Door:
                     log.warning("event=smtp.evicted peer=%s reason=unauthenticated sessions full", victim.peer_ip)
                     victim.evict("421 4.7.0 Closing a connection that did not log in: the gateway needs the slot")
         return self.connections.acquire(session.peer_ip)
+
+    def handshake_started(self, peer_ip: str) -> bool:
+        """An implicit-TLS connection counts against its address's share from its first byte, before it is a
+        session: stalled handshakes (up to tls_handshake_seconds each) cannot pile up without limit."""
+        pending = self.handshakes[peer_ip] + self.connections.from_address(peer_ip)
+        if not address_in(peer_ip, self.proxies) and pending >= self.limits.max_per_address:
+            log.warning("event=smtp.refused peer=%s reason=too many connections from the address (TLS)", peer_ip)
+            return False
+        if self.handshakes.total() >= self.limits.max_connections:
+            log.warning("event=smtp.refused peer=%s reason=too many TLS handshakes at once", peer_ip)
+            return False
+        self.handshakes[peer_ip] += 1
+        return True
+
+    def handshake_ended(self, peer_ip: str) -> None:
+        self.handshakes[peer_ip] -= 1
+        if self.handshakes[peer_ip] <= 0:
+            del self.handshakes[peer_ip]
 
     # -- events from the session ---------------------------------------------------------------------------
 

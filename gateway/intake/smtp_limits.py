@@ -106,6 +106,9 @@ class ConnectionLimiter:
         self._per_address: Counter[str] = Counter()
         self.total = 0
 
+    def from_address(self, address: str) -> int:
+        return self._per_address[address]
+
     def address_full(self, address: str) -> bool:
         """The address has its share of connections (never true for a proxy, where one address is many)."""
         return not address_in(address, self._proxies) and self._per_address[address] >= self._limits.max_per_address

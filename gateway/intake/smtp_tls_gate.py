@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import sslproto
+from collections.abc import Callable
 
 #: The ClientHello is in the first few hundred bytes; more is not kept.
 KEEP = 16 * 1024
@@ -36,8 +37,10 @@ class HelloGate(asyncio.Protocol):
         *,
         hello_seconds: float,
         silence_reply: bytes = b"",
+        admit: Callable[[str], bool] | None = None,
     ) -> None:
         self.tls = tls
+        self.admit = admit
         self.waiter = waiter
         self.hello_seconds = hello_seconds
         self.silence_reply = silence_reply
@@ -51,6 +54,9 @@ class HelloGate(asyncio.Protocol):
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self.peer_ip = str(peer[0]) if peer else ""
+        if self.admit is not None and not self.admit(self.peer_ip):
+            transport.close()  # over the limits: no TLS work at all for it
+            return
         self._timer = asyncio.get_running_loop().call_later(self.hello_seconds, self._silent)
 
     def data_received(self, data: bytes) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.intake.smtp_limits import SmtpLimits
 from tests.integration.test_smtp_harness import Dialogue, Pki, SmtpRun, make_pki, running_smtp
 from tests.integration.test_smtp_tls import tls10_client
 from tests.support import free_port, gateway_process, poll
@@ -147,3 +148,28 @@ def test_the_real_scangw_smtp_process_logs_one_line_and_no_traceback(tmp_path: P
     failed = [line for line in stderr.splitlines() if "smtp.tls_failed" in line]
     assert len(failed) == 1 and "offered=TLSv1" in failed[0] and "SCANGW_SMTP_LEGACY_TLS=1" in failed[0], stderr
     assert "Traceback" not in stderr
+
+
+def test_stalled_implicit_tls_handshakes_count_against_the_address(tmp_path: Path, pki: Pki) -> None:
+    """A flood of connections that never finish their TLS handshake cannot pile up past the per-address limit."""
+    limits = SmtpLimits(max_per_address=2, tls_hello_seconds=20)
+    with running_smtp(tmp_path, pki.env(), implicit=1, limits=limits) as run:
+        stalled = [socket.create_connection(run.implicit, timeout=10) for _ in range(2)]
+        third = socket.create_connection(run.implicit, timeout=10)
+        started = time.monotonic()
+        try:
+            assert third.recv(100) == b""  # closed at once, not after the hello deadline
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - started < 5
+        for sock in stalled:
+            sock.close()
+
+        def served() -> bool:
+            try:
+                return Dialogue(run.implicit, pki.client_context()).greeting.startswith("220")
+            except (OSError, ConnectionError):
+                return False
+
+        poll(served, timeout=10, what="the freed slots to serve a TLS client again")
+        third.close()
