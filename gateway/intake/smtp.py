@@ -185,7 +185,7 @@ class SmtpServer:
             counted: list[str] = []
 
             def admit(peer_ip: str) -> bool:
-                if not self.door.handshake_started(peer_ip):
+                if not self.door.admission.handshake_started(peer_ip):
                     return False
                 counted.append(peer_ip)
                 return True
@@ -196,7 +196,7 @@ class SmtpServer:
 
             def done(future: asyncio.Future[None]) -> None:
                 for peer_ip in counted:  # the session (if any) is counted by now; the handshake no longer
-                    self.door.handshake_ended(peer_ip)
+                    self.door.admission.handshake_ended(peer_ip)
                 error = None if future.cancelled() else future.exception()
                 if error is not None and counted:
                     self.door.tls_failed(gate.peer_ip, "implicit", gate.first, error)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -28,8 +27,9 @@ from gateway.core.errors import (
     StorageUnavailable,
 )
 from gateway.core.mime.screen import screened
+from gateway.intake.smtp_admission import Admission
 from gateway.intake.smtp_data import DataReader
-from gateway.intake.smtp_limits import ConnectionLimiter, SmtpLimits, address_in, idlest, networks
+from gateway.intake.smtp_limits import ConnectionLimiter, SmtpLimits, address_in, networks
 from gateway.intake.smtp_tls import describe, is_legacy
 from gateway.intake.smtp_tls_hello import failure_fields
 from gateway.services import Services
@@ -79,44 +79,9 @@ class Door:
         self.connections = ConnectionLimiter(limits, self.proxies)
         self.login_limiter = services.logins  # shared with the HTTP door of the same process
         self.sessions: set[ScanSMTP] = set()
-        self.handshakes: Counter[str] = Counter()  # implicit-TLS connections not yet sessions, per address
+        self.admission = Admission(limits, self.proxies, self.connections, self.sessions)
         self.stopping = False
         self._warned_proxy = False
-
-    # -- admission -----------------------------------------------------------------------------------------
-
-    def admit(self, session: ScanSMTP) -> str | None:
-        """Count a new connection, or return the reply that refuses it. Unauthenticated sessions may use all
-        but `auth_reserve` slots; when they have them all (or the door is full), the idlest one is closed to
-        make room rather than refusing the newcomer, so a flood of idle sessions cannot keep a device out."""
-        if not self.connections.address_full(session.peer_ip):
-            waiting = [s for s in self.sessions if s.device is None]
-            reserve = min(self.limits.auth_reserve, self.limits.max_connections // 2)
-            cap = self.limits.max_connections - reserve
-            if len(waiting) >= cap or self.connections.total >= self.limits.max_connections:
-                victim = idlest(waiting)
-                if victim is not None:
-                    log.warning("event=smtp.evicted peer=%s reason=unauthenticated sessions full", victim.peer_ip)
-                    victim.evict("421 4.7.0 Closing a connection that did not log in: the gateway needs the slot")
-        return self.connections.acquire(session.peer_ip)
-
-    def handshake_started(self, peer_ip: str) -> bool:
-        """An implicit-TLS connection counts against its address's share from its first byte, before it is a
-        session: stalled handshakes (up to tls_handshake_seconds each) cannot pile up without limit."""
-        pending = self.handshakes[peer_ip] + self.connections.from_address(peer_ip)
-        if not address_in(peer_ip, self.proxies) and pending >= self.limits.max_per_address:
-            log.warning("event=smtp.refused peer=%s reason=too many connections from the address (TLS)", peer_ip)
-            return False
-        if self.handshakes.total() >= self.limits.max_connections:
-            log.warning("event=smtp.refused peer=%s reason=too many TLS handshakes at once", peer_ip)
-            return False
-        self.handshakes[peer_ip] += 1
-        return True
-
-    def handshake_ended(self, peer_ip: str) -> None:
-        self.handshakes[peer_ip] -= 1
-        if self.handshakes[peer_ip] <= 0:
-            del self.handshakes[peer_ip]
 
     # -- events from the session ---------------------------------------------------------------------------
 

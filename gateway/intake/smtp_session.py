@@ -85,7 +85,7 @@ class ScanSMTP(SMTP):
         if first:
             peer = transport.get_extra_info("peername")
             self.peer_ip = str(peer[0]) if peer else ""
-            refusal = self.door.admit(self)
+            refusal = self.door.admission.admit(self)
             if refusal is not None:
                 self._refused = True
                 log.warning("event=smtp.refused peer=%s reason=%s", self.peer_ip, refusal[4:9])
