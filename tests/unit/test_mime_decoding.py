@@ -180,6 +180,10 @@ def test_rfc_2231_sections_are_joined_in_numeric_order_whatever_order_they_come_
     ("raw", "expected"),
     [
         (b'attachment; filename="say \\"hi\\".pdf"; size=3', ("attachment", {"filename": 'say "hi".pdf', "size": "3"})),
+        (
+            b'attachment; filename="a \\"b;c\\" d.pdf"; size=3',
+            ("attachment", {"filename": 'a "b;c" d.pdf', "size": "3"}),
+        ),
         (b'attachment; filename="a\\\\b;c.pdf"; size="3"', ("attachment", {"filename": "a\\b;c.pdf", "size": "3"})),
         (b'attachment; filename="ends in a backslash\\', ("attachment", {"filename": "ends in a backslash\\"})),
         (b'"Application/PDF"; name=a.pdf', ("application/pdf", {"name": "a.pdf"})),

@@ -110,3 +110,26 @@ def test_allow_list_patterns_are_checked_as_patterns_and_addresses_as_addresses(
     with pytest.raises(MalformedInput) as err:
         check_pattern("*@contoso..com")
     assert str(err.value) == "'*@contoso..com' is not an allowed-recipient pattern: use name@domain or *@domain."
+
+
+def test_a_device_read_back_from_storage_keeps_its_allow_list_and_networks() -> None:
+    d = device(allow_to=("*@contoso.com", "boss@partner.org"), from_ip=("10.0.0.0/8",), default_to="me@example.com")
+    record = d.to_record()
+    assert record["allow_to"] == ["*@contoso.com", "boss@partner.org"] and record["from_ip"] == ["10.0.0.0/8"]
+    again = Device.from_record({**record, "unknown_future_field": 1})
+    assert again == d
+    assert check_recipients(again, ["x@contoso.com"], None) == ("x@contoso.com",)
+    with pytest.raises(RecipientNotAllowed):
+        check_recipients(again, ["x@example.com"], "scans@example.com")  # the allow-list, not the domain rule
+    bare = Device.from_record({"name": "mfp2", "password_hash": "x", "allow_to": None, "from_ip": None})
+    assert (bare.allow_to, bare.from_ip) == ((), ())
+
+
+def test_the_domains_a_device_may_send_to() -> None:
+    from gateway.core.devices import allowed_domains
+
+    listed = device(allow_to=("*@contoso.com", "boss@partner.org"), default_to="me@Example.COM")
+    assert allowed_domains(listed, "scans@fabrikam.com") == {"contoso.com", "partner.org", "example.com"}
+    assert allowed_domains(device(sender="scanner@Fabrikam.com"), None) == {"fabrikam.com"}
+    assert allowed_domains(device(), "scans@Fabrikam.com") == {"fabrikam.com"}
+    assert allowed_domains(device(), None) == set()
