@@ -17,6 +17,8 @@ from gateway.core.mime.params import parse_structured
 
 #: Text fields (to, subject, body) are small; a larger one is a malformed or hostile request.
 MAX_FIELD_BYTES = 64 * 1024
+#: RFC 2046: a boundary is 1 to 70 characters; python-multipart fails on much longer ones with a plain error.
+MAX_BOUNDARY = 70
 
 
 @dataclass
@@ -77,6 +79,8 @@ class MultipartReader:
         boundary = params.get(b"boundary")
         if ctype != b"multipart/form-data" or not boundary:
             raise MalformedInput("Expected multipart/form-data with a boundary, or use PUT with the file as the body.")
+        if len(boundary) > MAX_BOUNDARY or any(b < 0x20 or b > 0x7E for b in boundary):
+            raise MalformedInput(f"The multipart boundary must be 1 to {MAX_BOUNDARY} printable characters (RFC 2046).")
         self._collector = _Collector()
         self._parser = MultipartParser(boundary, self._collector.callbacks())  # type: ignore[arg-type]
         self._body = body

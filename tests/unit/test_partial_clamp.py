@@ -109,3 +109,11 @@ def test_reassembly_ignores_markers_parked_before_the_clamp(tmp_path: Path) -> N
             await svc.close()  # type: ignore[attr-defined]
 
     asyncio.run(go())
+
+
+def test_a_charset_label_with_a_nul_is_an_unknown_charset_not_a_crash() -> None:
+    """Found by the bad-input corpus: `charset="utf-8\\0"` raised ValueError from codecs.lookup, and the job
+    was retried as an internal error for a day instead of being delivered."""
+    from gateway.core.mime.charsets import decode_bytes
+
+    assert decode_bytes(b"body", "utf-8\x00") == "body"

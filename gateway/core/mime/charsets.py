@@ -50,7 +50,7 @@ def _codec(label: str) -> str | None:
         return "iso-2022-jp"
     try:
         return codecs.lookup(name).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the label (a hostile or broken device)
         return None
 
 
