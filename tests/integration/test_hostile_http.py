@@ -218,3 +218,64 @@ def test_a_client_vanishing_mid_upload_stores_nothing_and_is_no_storage_error(do
         time.sleep(0.3)  # the bytes are on their way; then the client is gone
     poll(lambda: nothing_new(door, before), timeout=10, what="the partial upload to go")
     assert door.alive()
+
+
+def test_a_disconnect_mid_upload_is_logged_as_the_clients_doing_not_a_storage_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through the ASGI app in process, so the log records can be read: the client's `http.disconnect` arrives
+    after the first chunk. It used to surface as StorageUnavailable, logged at ERROR with a traceback."""
+    import asyncio
+    import base64
+    import logging
+
+    from gateway.intake.http import create_app
+
+    async def go() -> list[dict[str, object]]:
+        svc = await services_for(tmp_path)
+        _, password = await svc.registry.add("mfp1", allow_to=["*@example.com"], sender="s@example.com")
+
+        async def provider() -> object:
+            return svc
+
+        app = create_app(provider)  # type: ignore[arg-type]
+        events = [
+            {"type": "http.request", "body": b"%PDF-1.4 first chunk", "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            return events.pop(0) if events else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        token = base64.b64encode(f"mfp1:{password}".encode())
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "PUT",
+            "scheme": "http",
+            "path": "/api/scans/gone.pdf",
+            "raw_path": b"/api/scans/gone.pdf",
+            "query_string": b"to=a@example.com",
+            "root_path": "",
+            "headers": [(b"authorization", b"Basic " + token), (b"content-length", b"100000")],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 80),
+        }
+        try:
+            await app(scope, receive, send)
+            assert await svc.spool.blobs.list("") == []
+            assert await svc.jobs.list() == []
+        finally:
+            await svc.close()
+        return sent
+
+    with caplog.at_level(logging.INFO):
+        sent = asyncio.run(go())
+    assert sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    assert "StorageUnavailable" not in caplog.text
