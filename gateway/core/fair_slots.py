@@ -60,11 +60,10 @@ class FairSlots:
 
     @asynccontextmanager
     async def slot(self, key: str) -> AsyncIterator[None]:
-        if not self._waiting and self._can_take(key):
-            self._take(key)
-        else:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiting.setdefault(key, deque()).append(waiter)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, deque()).append(waiter)
+        self._grant()  # a free slot this key may use is taken at once, whoever else is waiting
+        if not waiter.done():
             try:
                 await waiter
             except asyncio.CancelledError:

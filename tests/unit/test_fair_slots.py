@@ -1,0 +1,82 @@
+"""The argon2 slots are shared fairly (issue 9 item 5): one address flooding wrong passwords cannot take every
+slot, and a real login from elsewhere is served next, not after the whole flood."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.core.fair_slots import FairSlots
+
+
+def test_a_flood_from_one_address_leaves_a_slot_for_others_and_they_go_next() -> None:
+    async def go() -> list[str]:
+        slots = FairSlots(2)
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def check(key: str, label: str) -> None:
+            async with slots.slot(key):
+                order.append(label)
+                await release.wait()
+
+        flood = [asyncio.create_task(check("192.0.2.66", f"flood{n}")) for n in range(50)]
+        await asyncio.sleep(0)
+        device = asyncio.create_task(check("203.0.113.10", "device"))
+        for _ in range(20):  # let every task reach its slot or its queue (no time passes: the loop only turns)
+            await asyncio.sleep(0)
+        assert "device" in order  # the flood held one slot only: the other was free for the device
+        assert slots.busy == 2
+        release.set()
+        await asyncio.gather(*flood, device)
+        return order
+
+    order = asyncio.run(go())
+    assert order[:2] == ["flood0", "device"]
+    assert len(order) == 51
+
+
+def test_waiting_keys_are_served_in_turn() -> None:
+    async def go() -> list[str]:
+        slots = FairSlots(1)
+        order: list[str] = []
+        gate = asyncio.Event()
+
+        async def check(key: str, label: str) -> None:
+            async with slots.slot(key):
+                order.append(label)
+                await gate.wait()
+
+        first = asyncio.create_task(check("a", "a0"))
+        await asyncio.sleep(0)
+        tasks = [asyncio.create_task(check("a", f"a{n}")) for n in range(1, 4)]
+        tasks.append(asyncio.create_task(check("b", "b0")))
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, *tasks)
+        return order
+
+    order = asyncio.run(go())
+    assert order.index("b0") <= 2, order  # not behind every waiting attempt of "a"
+
+
+def test_a_cancelled_waiter_gives_its_turn_away() -> None:
+    async def go() -> int:
+        slots = FairSlots(1)
+        gate = asyncio.Event()
+
+        async def hold() -> None:
+            async with slots.slot("a"):
+                await gate.wait()
+
+        holder = asyncio.create_task(hold())
+        await asyncio.sleep(0)
+        waiter = asyncio.create_task(hold())
+        await asyncio.sleep(0)
+        waiter.cancel()
+        gate.set()
+        await holder
+        await asyncio.gather(waiter, return_exceptions=True)
+        async with slots.slot("b"):
+            return slots.busy
+
+    assert asyncio.run(go()) == 1
