@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.azurite import find_azurite, running_azurite
+from tests.integration.azurite import required_azurite, running_azurite
 
 pytest_plugins = ["tests.ci_skips"]  # under CI=true a skipped test fails the run (see that module)
 
@@ -15,11 +14,6 @@ pytest_plugins = ["tests.ci_skips"]  # under CI=true a skipped test fails the ru
 @pytest.fixture(scope="session")
 def azurite_connection_string(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One Azurite per session; skipped without Node.js/Azurite, except in CI, which must run these tests."""
-    binary = find_azurite()
-    if binary is None:
-        reason = "Azurite not found: install Node.js and run `make test` (it puts Azurite in .tools/)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason}; CI=true requires the storage tests to run", pytrace=False)
-        pytest.skip(reason)
+    binary = required_azurite()
     with running_azurite(binary, tmp_path_factory.mktemp("azurite")) as conn:
         yield conn

@@ -7,6 +7,7 @@ Storage lives in memory only and the process is stopped at the end of the sessio
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import socket
@@ -32,6 +33,19 @@ def find_azurite() -> str | None:
     if LOCAL_BINARY.exists():
         return str(LOCAL_BINARY)
     return shutil.which("azurite")
+
+
+def required_azurite() -> str:
+    """Azurite's binary, or skip the test without it, except under CI=true, which must run the storage tests."""
+    import pytest
+
+    binary = find_azurite()
+    if binary is None:
+        reason = "Azurite not found: install Node.js and run `make test` (it puts Azurite in .tools/)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}; CI=true requires the storage tests to run", pytrace=False)
+        pytest.skip(reason)
+    return binary
 
 
 def connection_string(blob: int, queue: int, table: int, host: str = "127.0.0.1") -> str:

@@ -5,40 +5,25 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import smtplib
-import socket
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.azurite import find_azurite, running_azurite
-from tests.support import free_port, gateway_process, poll, scangw
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+from tests.integration.azurite import required_azurite, running_azurite
+from tests.support import free_port, gateway_process, listening, poll, scangw
 
 
 @pytest.mark.slow
 @pytest.mark.azurite
 def test_registry_outage_and_too_many_failures_answer_distinguishable_454s(tmp_path: Path) -> None:
-    binary = find_azurite()
-    if binary is None:
-        reason = "Azurite not found: install Node.js and run `make test` (it puts Azurite in .tools/)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason}; CI=true requires the storage tests to run", pytrace=False)
-        pytest.skip(reason)
+    binary = required_azurite()
     local = {"SCANGW_STORAGE": f"local:{tmp_path / 'spool'}", "SCANGW_OUTBOX": str(tmp_path / "outbox")}
     assert scangw("devices", "add", "mfp", env=local).returncode == 0
     port = free_port()
     with gateway_process("smtp", "--listen", f"127.0.0.1:{port}", env=local):
-        poll(lambda: _listening(port), timeout=30, what="the SMTP door")
+        poll(lambda: listening(port), timeout=30, what="the SMTP door")
         replies = []
         for _ in range(6):
             with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
@@ -52,7 +37,7 @@ def test_registry_outage_and_too_many_failures_answer_distinguishable_454s(tmp_p
         password = json.loads(scangw("devices", "add", "mfp", "--json", env=env).stdout)["password"]
         door = gateway_process("smtp", "--listen", f"127.0.0.1:{port}", env=env)
         proc = door.__enter__()
-        poll(lambda: _listening(port), timeout=30, what="the SMTP door")
+        poll(lambda: listening(port), timeout=30, what="the SMTP door")
     try:  # Azurite is gone: the registry cannot be read
         with smtplib.SMTP("127.0.0.1", port, timeout=120) as client:
             client.ehlo()

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pytest
 
 from tests.fakes.graph import FakeGraph
 from tests.fakes.identity import FakeIdentityEndpoint
-from tests.support import ROOT, free_port, gateway_process, poll, scangw
+from tests.support import ROOT, free_port, gateway_process, listening, poll, scangw
 
 MAILBOX = "scanner@contoso.com"
 MIB = 1024 * 1024
@@ -212,7 +211,7 @@ def test_smtp_door_killed_right_after_its_250_loses_nothing(stack: Stack) -> Non
     message.set_content("Scanned.")
     message.add_attachment(scan, maintype="application", subtype="pdf", filename="invoice.pdf")
     with gateway_process("smtp", "--listen", f"127.0.0.1:{port}", env=stack.env) as door:
-        poll(lambda: _listening(port), timeout=30, what="scangw smtp to listen")
+        poll(lambda: listening(port), timeout=30, what="scangw smtp to listen")
         client = smtplib.SMTP("127.0.0.1", port, timeout=30)
         client.ehlo("mfp")
         client.login(user, password)
@@ -231,14 +230,6 @@ def test_smtp_door_killed_right_after_its_250_loses_nothing(stack: Stack) -> Non
     assert delivered.to == ["bob@contoso.com"] and delivered.subject == "Invoice 42"
     assert [(a.name, a.sha256) for a in delivered.attachments] == [("invoice.pdf", sha(scan))]
     assert stack.graph.duplicate_internet_message_ids() == [] and stack.graph.violations == []
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def test_forty_scans_under_throttling_and_errors_each_delivered_once(stack: Stack) -> None:

@@ -26,7 +26,7 @@ from tests.fakes.graph import FakeGraph
 from tests.fakes.identity import FakeIdentityEndpoint
 from tests.fakes.ingestion import FakeIngestion
 from tests.integration.test_smtp_harness import Pki, make_pki
-from tests.support import free_port, gateway_process, poll, scangw
+from tests.support import free_port, gateway_process, listening, poll, scangw
 
 pytestmark = pytest.mark.slow
 
@@ -135,7 +135,7 @@ def test_scans_become_metrics_and_one_trace_each_without_secrets(site: Site) -> 
         with gateway_process(
             "http", "--listen", f"127.0.0.1:{http_port}", env=site.env, health_url=f"{http_url}/api/health"
         ) as http:
-            poll(lambda: _listening(smtp_port), what="the SMTP door")
+            poll(lambda: listening(smtp_port), what="the SMTP door")
             smtp_job = _smtp_scan(smtp_port, site.pki, password1)
             _refused_smtp_login(smtp_port, site.pki)
             r = httpx.put(f"{http_url}/api/scans/report.pdf", content=b"%PDF-1.4 x", auth=("mfp2", password2))
@@ -209,13 +209,6 @@ def _cmd() -> list[str]:
     import sys
 
     return [sys.executable, "-m", "gateway"]
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _state(site: Site, job_id: str) -> str | None:
