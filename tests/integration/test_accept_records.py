@@ -72,3 +72,65 @@ def test_a_scan_exactly_at_the_limit_is_taken_and_one_byte_more_leaves_nothing(t
         await svc.close()
 
     asyncio.run(scenario())
+
+
+async def named(*items: tuple[str, str, bytes]) -> AsyncIterator[IncomingFile]:
+    for name, kind, data in items:
+
+        async def chunks(data: bytes = data) -> AsyncIterator[bytes]:
+            if data:
+                yield data
+
+        yield IncomingFile(name, kind, chunks())
+
+
+def test_what_an_upload_is_sent_as_names_types_subject_and_body(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        svc = await services_for(tmp_path, SCANGW_SENDER="scans@contoso.com")
+        device, _ = await svc.registry.add("mfp1", default_to="a@contoso.com")
+        upload = named(
+            ("page 1.pdf", "application/octet-stream", b"%PDF-1"),
+            ("photo.jpg", "", b"\xff\xd8"),
+            ("notes.weird", "application/octet-stream", b"n"),
+            ("", "text/plain", b"t"),
+        )
+        job = await svc.intake().accept_files(device, upload, lambda: Envelope(("a@contoso.com",)))
+        stored = await svc.jobs.get(job.id)
+        assert stored is not None
+        assert [(f.name, f.content_type, f.size) for f in stored.files] == [
+            ("page 1.pdf", "application/pdf", 6),  # a device's octet-stream gets the type its name says
+            ("photo.jpg", "image/jpeg", 2),
+            ("notes.weird", "application/octet-stream", 1),
+            ("scan.pdf", "text/plain", 1),  # a nameless part gets a name
+        ]
+        assert stored.subject == "Scan from mfp1"  # the default when the device gives none
+        told = await svc.intake().accept_files(
+            device, named(("a.pdf", "application/pdf", b"x")), lambda: Envelope(("a@contoso.com",), "Invoice", "Hi")
+        )
+        again = await svc.jobs.get(told.id)
+        assert again is not None and (again.subject, again.body) == ("Invoice", "Hi")
+        await svc.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_empty_file_or_no_file_is_refused_by_name_and_leaves_nothing(tmp_path: Path) -> None:
+    from gateway.core.errors import MalformedInput
+
+    async def scenario() -> None:
+        svc = await services_for(tmp_path, SCANGW_SENDER="scans@contoso.com")
+        device, _ = await svc.registry.add("mfp1", default_to="a@contoso.com")
+        with pytest.raises(MalformedInput) as empty:
+            await svc.intake().accept_files(
+                device, named(("ok.pdf", "application/pdf", b"x"), ("blank.pdf", "application/pdf", b"")),
+                lambda: Envelope(("a@contoso.com",)),
+            )  # fmt: skip
+        assert str(empty.value) == "The file 'blank.pdf' is empty: nothing to send."
+        with pytest.raises(MalformedInput) as none:
+            await svc.intake().accept_files(device, named(), lambda: Envelope(("a@contoso.com",)))
+        assert str(none.value) == "The upload has no file: send the scan as the request body or a 'file' part."
+        assert await svc.jobs.list() == [] and await svc.spool.blobs.list("") == []
+        assert await svc.spool.queue.count() == 0  # type: ignore[attr-defined]
+        await svc.close()
+
+    asyncio.run(scenario())

@@ -64,3 +64,28 @@ def test_tampered_or_malformed_tokens_are_invalid(mangle: object) -> None:
         verify_token(KEY, mangle(token), 0.0)  # type: ignore[operator]
     with pytest.raises(LinkInvalid):
         verify_token(b"other key" * 4, token, 0.0)
+
+
+def test_the_signature_covers_the_payload_so_a_link_cannot_be_pointed_at_another_scan() -> None:
+    mine = sign_token(KEY, LinkClaim("job1/file-0", "mine.pdf", 1_800_000_000.0))
+    theirs = sign_token(KEY, LinkClaim("job2/file-0", "theirs.pdf", 1_800_000_000.0))
+    version, payload, _ = theirs.split(".")
+    forged = f"{version}.{payload}.{mine.split('.')[2]}"  # their blob, my valid signature
+    with pytest.raises(LinkInvalid):
+        verify_token(KEY, forged, 0.0)
+
+
+def test_expiry_text_is_utc_whatever_the_hosts_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert utc_text(1_800_000_000.0) == "2027-01-15 08:00 UTC"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_a_capital_x_is_kept_in_the_ascii_file_name() -> None:
+    assert content_disposition("XREF.pdf").startswith('attachment; filename="XREF.pdf"')
