@@ -362,6 +362,26 @@ def test_lost_send_reply_under_exchange_lags_is_sent_exactly_once(
     spool_test(tmp_path, scenario)
 
 
+def test_a_send_answered_404_because_exchange_already_took_the_draft_is_found_sent(
+    tmp_path: Path, graph: FakeGraph
+) -> None:
+    """Exchange acted on the send but the client hears 404 ErrorItemNotFound (the draft is gone): the
+    transport must look in the mailbox and report the scan sent, never fail it or build it again."""
+
+    async def scenario(blobs: BlobStore) -> None:
+        pdf, sha = await store(blobs, "scan.pdf", 100_000)
+        graph.fail_next("POST", r"/send$", 404, code="ErrorItemNotFound", after_effect=True)
+        worker = transport(graph.url, blobs)
+        try:
+            delivered = await worker.deliver(outgoing((pdf,)), MemoryCheckpoint())
+        finally:
+            await worker.close()
+        assert "earlier send" in delivered.detail
+        assert_once(graph, [sha])
+
+    spool_test(tmp_path, scenario)
+
+
 def test_unknown_send_outcome_waits_for_the_grace_period_then_sends_once(tmp_path: Path, graph: FakeGraph) -> None:
     async def scenario(blobs: BlobStore) -> None:
         pdf, sha = await store(blobs, "scan.pdf", 100_000)
