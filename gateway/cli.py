@@ -170,14 +170,6 @@ def _main(argv: Sequence[str] | None, env: dict[str, str] | None) -> int:
         return doctor_main(args, environ)
     try:
         settings = load_settings(environ)
-        if args.command == "status":
-            from gateway.admin import no_store, store_missing
-
-            if store_missing(settings):  # a read-only command never creates an empty store
-                if args.json:
-                    print("{}")
-                print(f"scangw: nothing to report: {no_store(settings)}.", file=sys.stderr)
-                return 0
         export_for_command(args.command, settings)
         return asyncio.run(_handler(args)(args, settings))
     except GatewayError as exc:

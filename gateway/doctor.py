@@ -28,16 +28,11 @@ class Check:
 
 
 async def _storage(settings: Settings) -> Check:
+    from gateway.admin import no_store, store_missing
     from gateway.services import build
 
-    local = settings.local_dir
-    if local is not None and not (local / "spool.db").is_file():  # doctor looks, it never creates a store
-        return Check(
-            "storage",
-            True,
-            f"no store at {settings.store_label} yet; `scangw dev` or `scangw devices add` creates it "
-            "(SCANGW_STORAGE chooses another)",
-        )
+    if store_missing(settings):  # doctor looks, it never creates a store
+        return Check("storage", True, no_store(settings))
     try:
         svc = await build(settings)
         try:

@@ -47,7 +47,6 @@ def dev_environment(env: dict[str, str], lan: bool = False) -> dict[str, str]:
 def lan_names() -> list[str]:
     """This machine's names and LAN address, for the self-signed certificate devices will see."""
     from gateway.intake.self_signed import parse_hosts
-    from gateway.setup_sheet import default_host
 
     names = [default_host(), socket.gethostname()]
     with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:

@@ -17,11 +17,10 @@ from typing import Any
 from gateway.config import Settings
 from gateway.core.jobs import Job, JobState, iso, parse_iso
 from gateway.core.mailbox_ledger import Ledger
+from gateway.delivery.graph.mailbox_limits import CONCURRENT_PER_MAILBOX
 from gateway.services import Services, build
 
 DAY = 86400.0
-#: Exchange's per-mailbox concurrency (the shared ledger's slot count).
-MAILBOX_SLOTS = 4
 
 
 def oldest_unfinished(jobs: list[Job], now: float) -> tuple[Job | None, float]:
@@ -83,7 +82,7 @@ async def figures(services: Services, now: float | None = None) -> dict[str, Any
             {
                 "mailbox": name,
                 "slots_in_use": len(ledger.slots),
-                "slots": MAILBOX_SLOTS,
+                "slots": CONCURRENT_PER_MAILBOX,
                 "retry_after_until": _when(ledger.blocked_until) if ledger.blocked_until > now else None,
                 "retry_after_seconds": round(max(0.0, ledger.blocked_until - now), 1),
                 "next_send": _when(ledger.next_send) if ledger.next_send > now else None,
@@ -105,13 +104,13 @@ async def figures(services: Services, now: float | None = None) -> dict[str, Any
 def _tls(settings: Settings, now: float) -> dict[str, Any] | None:
     if settings.smtp_tls_cert is None:
         return None
-    from gateway.telemetry.certificates import days_left, not_after
+    from gateway.telemetry.certificates import days_until, not_after
 
-    expiry = not_after(settings.smtp_tls_cert)
+    expiry = not_after(settings.smtp_tls_cert)  # one read and parse of the PEM file
     return {
         "certificate": str(settings.smtp_tls_cert),
         "expires": iso(expiry) if expiry else None,
-        "days_left": days_left(settings.smtp_tls_cert, now) if expiry else None,
+        "days_left": days_until(expiry, now) if expiry else None,
     }
 
 

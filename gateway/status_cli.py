@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from gateway.config import Settings
@@ -16,8 +17,14 @@ def add_status_parser(sub: Any) -> None:
 
 
 async def status_command(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.admin import no_store, store_missing
     from gateway.status import status
 
+    if store_missing(settings):  # a read-only command never creates an empty store
+        if args.json:
+            print("{}")
+        print(f"scangw: nothing to report: {no_store(settings)}.", file=sys.stderr)
+        return 0
     return await status(args, settings)
 
 

@@ -19,7 +19,9 @@ def not_after(path: Path) -> datetime | None:
 
 def days_left(path: Path, now: float | None = None) -> float | None:
     expiry = not_after(path)
-    if expiry is None:
-        return None
+    return None if expiry is None else days_until(expiry, now)
+
+
+def days_until(expiry: datetime, now: float | None = None) -> float:
     moment = time.time() if now is None else now
     return round((expiry - datetime.fromtimestamp(moment, UTC)).total_seconds() / 86400, 2)
