@@ -86,22 +86,11 @@ class _Outcome:
     queued: bool = False  # the queue message is out: the scan is accepted, whoever hears of it
 
 
-async def _through_cancellation(job_id: str, step: Awaitable[None], outcome: _Outcome) -> None:
-    """Run the record-and-enqueue step to its end even if the caller is cancelled meanwhile (a thread or a
-    request on the wire cannot be stopped half-way); mark the cut so the step takes back what it can."""
-    task = asyncio.ensure_future(step)
-    while not task.done():
-        try:
-            await asyncio.wait([task])
-        except asyncio.CancelledError:
-            if not outcome.cut:
-                log.info("job=%s event=accept.cut the client went away while storing; settling first", job_id)
-            outcome.cut = True
-    if outcome.cut:
-        if not task.cancelled():
-            task.exception()  # retrieved: the caller's cancellation is what it hears
-        raise asyncio.CancelledError
-    task.result()
+def _cut(job_id: str, outcome: _Outcome) -> None:
+    """The client went away while the record and message were being written: the step runs to its end (a
+    thread or a request on the wire cannot be stopped half-way) and takes back what it can."""
+    log.info("job=%s event=accept.cut the client went away while storing; settling first", job_id)
+    outcome.cut = True
 
 
 class Intake:
@@ -208,7 +197,7 @@ class Intake:
         try:
             await write()
             final = finish()
-            await _through_cancellation(final.id, self._record_and_enqueue(final, outcome), outcome)
+            await settled(self._record_and_enqueue(final, outcome), on_cancel=lambda: _cut(final.id, outcome))
         except BaseException as exc:
             if outcome.queued:  # only a cancellation gets here once the message is out: the scan will go
                 log.warning(

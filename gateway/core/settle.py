@@ -8,14 +8,15 @@ and the step then lands after the caller has cleaned up (a job record written af
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
 
 
-async def settled(step: Awaitable[T]) -> T:
+async def settled(step: Awaitable[T], on_cancel: Callable[[], None] | None = None) -> T:
     """Await `step` to its end even if the caller is cancelled meanwhile; then raise the cancellation.
+    `on_cancel` is called at the first cancellation, while the step still runs (so it can take back what it can).
 
     Without a cancellation this is `await step`: its result or its exception.
     """
@@ -25,6 +26,8 @@ async def settled(step: Awaitable[T]) -> T:
         try:
             await asyncio.wait([task])
         except asyncio.CancelledError:
+            if not cancelled and on_cancel is not None:
+                on_cancel()
             cancelled = True  # keep waiting: the step is running, in a thread or on the wire
     if cancelled:
         if not task.cancelled():
