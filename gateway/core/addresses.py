@@ -19,6 +19,7 @@ import re
 import idna
 
 from gateway.core.errors import MalformedInput
+from gateway.core.sanitise import CONTROL  # never part of an address a person typed
 
 #: RFC 5321 section 4.5.3.1.1-3, in octets.
 MAX_LOCAL_PART = 64
@@ -32,8 +33,6 @@ MAX_LABEL = 63
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = re.compile(rf"^{_ATEXT}(?:\.{_ATEXT})*$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-#: Characters that are never part of an address a person typed: C0, DEL, C1, line and paragraph separators.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 #: What a message shows of an address: enough to recognise it, never enough to flood a reply line.
 SHOWN = 80
 
@@ -54,7 +53,7 @@ def shown(text: str) -> str:
         code = ord(match.group())
         return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
-    escaped = _CONTROL.sub(escape, text)
+    escaped = CONTROL.sub(escape, text)
     return f"'{escaped[:SHOWN]}{'...' if len(escaped) > SHOWN else ''}'"
 
 
@@ -101,7 +100,7 @@ def recipient_address(text: str) -> str:
         candidate = candidate[1:-1].strip()
     if not candidate:
         raise AddressRefused(raw, "it is empty")
-    if _CONTROL.search(candidate):
+    if CONTROL.search(candidate):
         raise AddressRefused(raw, "it contains control characters")
     if len(candidate) > 4 * MAX_PATH:  # nothing this long can pass; do not spend IDNA work on it
         raise AddressRefused(raw, f"it is longer than {MAX_ADDRESS} characters")

@@ -32,6 +32,11 @@ USUAL_PER_USER = 8
 PROXIED = "proxy"
 
 
+def _pair(user: str, where: str) -> str:
+    """The key of one (username, client address) pair; `where` is PROXIED behind a proxy."""
+    return f"pair:{user}\0{where}"
+
+
 @dataclass(frozen=True)
 class LoginLimits:
     """Per pair or unknown-name address: `failures` within `window` seconds; per username: `user_failures`
@@ -58,7 +63,7 @@ class LoginLimiter:
         """(key, failures allowed, window) of every count that applies to this attempt."""
         user, where = self._user(username), address or PROXIED
         limits = self.limits
-        pair = (f"pair:{user}\0{where}", limits.failures, limits.window)
+        pair = (_pair(user, where), limits.failures, limits.window)
         ceiling = (f"user:{user}", limits.user_failures, limits.user_window)
         if address is None:  # behind a proxy every client shares the address: only the username can be a key
             return [pair, ceiling]
@@ -99,9 +104,9 @@ class LoginLimiter:
         now = self._clock()
         user, where = self._user(username), address or PROXIED
         if known:
-            keys = [f"pair:{user}\0{where}", f"user:{user}"]
+            keys = [_pair(user, where), f"user:{user}"]
         else:  # per address, or per (unknown) username behind a proxy, where the address is everyone's
-            keys = [f"addr:{where}"] if address is not None else [f"pair:{user}\0{where}"]
+            keys = [f"addr:{where}"] if address is not None else [_pair(user, where)]
         if len(self._seen) >= MAX_KEYS:
             longest = max(self.limits.window, self.limits.user_window)
             for key in list(self._seen):
@@ -113,7 +118,7 @@ class LoginLimiter:
     def succeeded(self, username: str, address: str | None) -> None:
         """Remember the address as the device's usual one; its earlier failures from there are forgiven."""
         user, where = self._user(username), address or PROXIED
-        self._seen.pop(f"pair:{user}\0{where}", None)
+        self._seen.pop(_pair(user, where), None)
         if address is None:
             return
         usual = self._usual.setdefault(user, OrderedDict())

@@ -17,7 +17,7 @@ import unicodedata
 from gateway.core.mime.words import decode_words
 
 #: C0 controls, DEL, C1 controls (NEL U+0085 included), and the Unicode line and paragraph separators.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 #: Controls that end or break a line become one space, so `a\r\nb` does not read as `ab`.
 _BREAKS = re.compile(r"[\t\n\v\f\r\x85\u2028\u2029]+")
 #: Bidi embeddings, overrides and isolates, and the invisible direction marks: in a file name they make
@@ -54,7 +54,7 @@ def header_text(value: str, limit: int | None = MAX_SUBJECT) -> str:
     characters removed, ends trimmed. A `=?` left over is broken up (`= ?`), so no email package can decode
     a word of ours into something else when it writes the header."""
     text = _BREAKS.sub(" ", decoded(value))
-    text = _CONTROL.sub("", text).replace("=?", "= ?").strip()
+    text = CONTROL.sub("", text).replace("=?", "= ?").strip()
     return text[:limit].rstrip() if limit is not None else text
 
 
@@ -84,7 +84,7 @@ def content_type(value: str | None, name: str = "") -> str:
     """`type/subtype` in lower case when `value` is one, else what the file name suggests: a device's
     Content-Type never carries parameters, line breaks or anything else into the delivered part header."""
     match = _MEDIA_TYPE.match(value or "")
-    if match and not _CONTROL.search(match.group(1)):
+    if match and not CONTROL.search(match.group(1)):
         return match.group(1).lower()
     return mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
 

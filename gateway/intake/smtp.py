@@ -120,7 +120,7 @@ class SmtpServer:
         try:
             for (host, port), implicit in [(a, False) for a in listen] + [(a, True) for a in implicit_tls]:
                 server = await loop.create_server(
-                    self._implicit_factory() if implicit else self._factory(False), host, port, reuse_address=True
+                    self._implicit_factory() if implicit else self._factory(), host, port, reuse_address=True
                 )
                 self._servers.append(server)
                 for sock in server.sockets:
@@ -165,9 +165,10 @@ class SmtpServer:
         )
         return self.reload_tls()
 
-    def _factory(self, implicit: bool) -> Callable[[], ScanSMTP]:
+    def _factory(self) -> Callable[[], ScanSMTP]:
+        """Plain listeners (STARTTLS when a certificate is configured); implicit TLS is `_implicit_factory`."""
         context = self.tls.context if self.tls else None
-        return lambda: ScanSMTP(self.door, implicit_tls=implicit, tls_context=context, hostname=self.hostname)
+        return lambda: ScanSMTP(self.door, implicit_tls=False, tls_context=context, hostname=self.hostname)
 
     def _implicit_factory(self) -> Callable[[], asyncio.BaseProtocol]:
         """Implicit TLS by hand rather than `create_server(ssl=...)`: a HelloGate sees the first bytes, so a failed

@@ -35,10 +35,6 @@ class Hello:
     server_name: str = ""
     note: str = ""
 
-    @property
-    def highest(self) -> str:
-        return self.versions[0] if self.versions else "unknown"
-
     def fields(self) -> str:
         """`offered=<versions> ciphers=<names>` for the log line."""
         if self.note and not self.versions:
