@@ -8,17 +8,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import multiprocessing
 import os
 import tempfile
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from bench.fake_service import FakeService
 from gateway.config import load_settings
 from gateway.core.jobs import FileRef
 from gateway.core.message import Address, OutgoingMessage
@@ -27,13 +28,12 @@ from gateway.delivery.graph.exactly_once import GraphTransport
 from gateway.delivery.graph.shared_limits import SharedMailboxLimits
 from gateway.delivery.transport import MemoryCheckpoint
 from gateway.spool.local import open_local_spool
-from tests.fakes.graph import FakeGraph
-from tests.fakes.identity import FakeIdentityEndpoint
 
 MAILBOX = "scanner@contoso.com"
 MIB = 1024 * 1024
 SCANS = 30
 SCAN_BYTES = 400_000
+T = TypeVar("T")
 _FOREIGN_IDENTITY = ("MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "AZURE_CLIENT_ID")
 
 
@@ -101,39 +101,9 @@ async def _naive(graph_url: str, token: str) -> float:
         return time.perf_counter() - start
 
 
-def _serve_fakes(conn: Any) -> None:
-    """Child process: the fakes keep every byte they receive, so they must not count in our allocation peak."""
-    with FakeIdentityEndpoint() as idp, FakeGraph(idp) as graph:
-        graph.add_mailbox(MAILBOX, max_send_size=150 * MIB)
-        conn.send((idp.env(), graph.url, idp.make_token()))
-        while (command := conn.recv()) != "stop":
-            if command == "requests":
-                conn.send(len(graph.requests))
-            elif command == "sent":
-                conn.send({m.internet_message_id: [a.sha256 for a in m.attachments] for m in graph.sent})
-            else:
-                conn.send(list(graph.violations))
-
-
-class _Fakes:
-    def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.conn, theirs = context.Pipe()
-        self.child = context.Process(target=_serve_fakes, args=(theirs,), daemon=True)
-        self.child.start()
-        assert self.conn.poll(60), "the fakes did not start"
-        self.env, self.url, self.token = self.conn.recv()
-
-    def ask(self, command: str) -> Any:
-        self.conn.send(command)
-        return self.conn.recv()
-
-    def close(self) -> None:
-        self.conn.send("stop")
-        self.child.join(timeout=30)
-
-
-async def _peak(transport: GraphTransport, blobs: BlobStore, fakes: _Fakes, size: int, tag: str) -> tuple[int, bool]:
+async def _peak(
+    transport: GraphTransport, blobs: BlobStore, fakes: FakeService, size: int, tag: str
+) -> tuple[int, bool]:
     ref, digest = await _store(blobs, f"{tag}/scan.pdf", size)
     tracemalloc.start()
     try:
@@ -141,10 +111,12 @@ async def _peak(transport: GraphTransport, blobs: BlobStore, fakes: _Fakes, size
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    return peak, fakes.ask("sent")[f"<scan.bench{tag}@contoso.com>"] == [digest]
+    return peak, fakes.ask("hashes")[f"<scan.bench{tag}@contoso.com>"] == [digest]
 
 
-async def _run(tmp: Path, fakes: _Fakes) -> list[str]:
+@asynccontextmanager
+async def _warm_transport(tmp: Path, fakes: FakeService) -> AsyncIterator[tuple[GraphTransport, BlobStore]]:
+    """The production transport against the fakes, past its first delivery."""
     for key in _FOREIGN_IDENTITY:
         os.environ.pop(key, None)
     os.environ.update(fakes.env)
@@ -157,17 +129,22 @@ async def _run(tmp: Path, fakes: _Fakes) -> list[str]:
         await transport.deliver(
             _message((await _store(spool.blobs, "w/scan.pdf", 1000))[0], "warm"), MemoryCheckpoint()
         )
+        yield transport, spool.blobs
+    finally:
+        await transport.close()
+        await spool.close()
+
+
+async def _run(tmp: Path, fakes: FakeService) -> list[str]:
+    async with _warm_transport(tmp, fakes) as (transport, blobs):
         before = fakes.ask("requests")
-        gateway_s = await _gateway(transport, spool.blobs)
+        gateway_s = await _gateway(transport, blobs)
         gateway_requests = fakes.ask("requests") - before
         before = fakes.ask("requests")
         naive_s = await _naive(fakes.url, fakes.token)
         naive_requests = fakes.ask("requests") - before
-        small, small_ok = await _peak(transport, spool.blobs, fakes, MIB, "small")
-        large, large_ok = await _peak(transport, spool.blobs, fakes, 100 * MIB, "large")
-    finally:
-        await transport.close()
-        await spool.close()
+        small, small_ok = await _peak(transport, blobs, fakes, MIB, "small")
+        large, large_ok = await _peak(transport, blobs, fakes, 100 * MIB, "large")
     violations = fakes.ask("violations")
     assert not violations, violations
     return [
@@ -179,47 +156,32 @@ async def _run(tmp: Path, fakes: _Fakes) -> list[str]:
     ]
 
 
-async def _curve(tmp: Path, fakes: _Fakes, sizes_mib: list[float]) -> list[dict[str, Any]]:
-    for key in _FOREIGN_IDENTITY:
-        os.environ.pop(key, None)
-    os.environ.update(fakes.env)
-    settings = load_settings({"SCANGW_GRAPH_URL": fakes.url, "SCANGW_MAILBOX_RATE_PER_MIN": "0"})
-    spool = await open_local_spool(tmp / "spool")
-    transport = GraphTransport(settings, spool.blobs, limits=SharedMailboxLimits(spool.mailboxes, rate_per_min=0))
+async def _curve(tmp: Path, fakes: FakeService, sizes_mib: list[float]) -> list[dict[str, Any]]:
     points = []
-    try:
-        await transport.deliver(
-            _message((await _store(spool.blobs, "w/scan.pdf", 1000))[0], "warm"), MemoryCheckpoint()
-        )
+    async with _warm_transport(tmp, fakes) as (transport, blobs):
         for n, mib in enumerate(sizes_mib):
-            peak, identical = await _peak(transport, spool.blobs, fakes, int(mib * MIB), f"c{n}")
+            peak, identical = await _peak(transport, blobs, fakes, int(mib * MIB), f"c{n}")
             points.append({"scan_mib": mib, "peak_mib": peak / MIB, "byte_identical": identical})
-    finally:
-        await transport.close()
-        await spool.close()
     return points
+
+
+def _with_fakes(main: Callable[[Path, FakeService], Coroutine[Any, Any, T]]) -> T:
+    """Run `main` with the fakes (served from a child process) and a scratch folder; the environment is restored."""
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = dict(os.environ)
+        fakes = FakeService(latency=0.0)  # the ratios against the naive relay need no network delay
+        try:
+            return asyncio.run(main(Path(tmp), fakes))
+        finally:
+            fakes.close()
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 def memory_curve(sizes_mib: list[float]) -> list[dict[str, Any]]:
     """Peak Python allocation while delivering one scan of each size (upload sessions above 3 MiB)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        saved = dict(os.environ)
-        fakes = _Fakes()
-        try:
-            return asyncio.run(_curve(Path(tmp), fakes, sizes_mib))
-        finally:
-            fakes.close()
-            os.environ.clear()
-            os.environ.update(saved)
+    return _with_fakes(lambda tmp, fakes: _curve(tmp, fakes, sizes_mib))
 
 
 def run() -> list[str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        saved = dict(os.environ)
-        fakes = _Fakes()
-        try:
-            return asyncio.run(_run(Path(tmp), fakes))
-        finally:
-            fakes.close()
-            os.environ.clear()
-            os.environ.update(saved)
+    return _with_fakes(_run)

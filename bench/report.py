@@ -148,29 +148,26 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
     path = Path(__file__).with_name("before.json")
     was = json.loads(path.read_text()).get("storage", {}) if path.exists() else {}
     if "eight_mailboxes" in s:
-        e, b = s["eight_mailboxes"], s["one_busy_mailbox"]
-        for label, r in (("8 mailboxes, 1 worker", e), ("1 busy mailbox, 4 workers x 4", b)):
-            old = was.get("eight_mailboxes" if r is e else "one_busy_mailbox")
-            rows.append(
-                {
-                    "figure": f"Azurite, {label}: storage requests per scan (accept + delivery)",
-                    "scangw": r["requests_per_scan"],
-                    "baseline": old["requests_per_scan"] if old else None,
-                    "baseline_name": "before issue 13 (bench/before.json)",
-                    "ratio": r["requests_per_scan"] / old["requests_per_scan"] if old else None,
-                    "goal": "half",
-                }
-            )
-            rows.append(
-                {
-                    "figure": f"Azurite, {label}: worker CPU per scan (ms)",
-                    "scangw": r["delivery_cpu_ms_per_scan"],
-                    "baseline": old["delivery_cpu_ms_per_scan"] if old else None,
-                    "baseline_name": "before issue 13 (bench/before.json)",
-                    "ratio": r["delivery_cpu_ms_per_scan"] / old["delivery_cpu_ms_per_scan"] if old else None,
-                    "goal": "",
-                }
-            )
+        for key, label in (
+            ("eight_mailboxes", "8 mailboxes, 1 worker"),
+            ("one_busy_mailbox", "1 busy mailbox, 4 workers x 4"),
+        ):
+            r, old = s[key], was.get(key)
+            for metric, what, goal in (
+                ("requests_per_scan", "storage requests per scan (accept + delivery)", "half"),
+                ("delivery_cpu_ms_per_scan", "worker CPU per scan (ms)", ""),
+            ):
+                rows.append(
+                    {
+                        "figure": f"Azurite, {label}: {what}",
+                        "scangw": r[metric],
+                        "baseline": old[metric] if old else None,
+                        "baseline_name": "before issue 13 (bench/before.json)",
+                        "ratio": r[metric] / old[metric] if old else None,
+                        "goal": goal,
+                    }
+                )
+        b = s["one_busy_mailbox"]
         rows.append(
             {
                 "figure": "Azurite, one busy mailbox, 4 workers x 4: ledger writes per scan / lost etag races",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import socket
 import subprocess
@@ -80,6 +82,14 @@ def scangw(
         text=True,
         timeout=timeout,
     )
+
+
+def added_device_auth(env: dict[str, str]) -> str:
+    """Add device mfp1 with the real CLI; its credentials as the value after `Authorization: Basic`."""
+    added = scangw("devices", "add", "mfp1", "--default-to", "me@example.com", "--json", env=env)
+    assert added.returncode == 0, added.stderr
+    creds = json.loads(added.stdout)
+    return base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode()
 
 
 @contextmanager

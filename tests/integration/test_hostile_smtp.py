@@ -3,21 +3,13 @@ names what was wrong, nothing is stored, and the same session still delivers a g
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_smtp_harness import USER, Dialogue, SmtpRun, running_smtp, stored
+from tests.integration.test_smtp_harness import Dialogue, logged_in, running_smtp, stored
 
 GOOD = b"Subject: fine\r\n\r\nscan\r\n"
-
-
-def logged_in(run: SmtpRun) -> Dialogue:
-    talk = Dialogue(run.plain)
-    talk.ask("EHLO x")
-    assert talk.ask("AUTH PLAIN " + base64.b64encode(f"\0{USER}\0{run.password}".encode()).decode()).startswith("235")
-    return talk
 
 
 def send(talk: Dialogue, message: bytes) -> str:

@@ -5,7 +5,6 @@ cleanly. Against the real process on loopback, stopped with SIGTERM.
 
 from __future__ import annotations
 
-import base64
 import json
 import signal
 import socket
@@ -13,7 +12,7 @@ import time
 from pathlib import Path
 
 from gateway.config import BLOB_CONTAINER
-from tests.support import free_port, gateway_process, local_env, poll, scangw
+from tests.support import added_device_auth, free_port, gateway_process, local_env, poll, scangw
 
 
 def _read_response(sock: socket.socket, timeout: float) -> bytes:
@@ -39,10 +38,7 @@ def _read_response(sock: socket.socket, timeout: float) -> bytes:
 
 def test_an_upload_still_running_at_the_stop_deadline_gets_503_with_retry_after(tmp_path: Path) -> None:
     env = local_env(tmp_path, SCANGW_HTTP_STOP_SECONDS="1")
-    added = scangw("devices", "add", "mfp1", "--default-to", "me@example.com", "--json", env=env)
-    assert added.returncode == 0, added.stderr
-    creds = json.loads(added.stdout)
-    auth = base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode()
+    auth = added_device_auth(env)
     port = free_port()
     blobs = tmp_path / "spool" / BLOB_CONTAINER
     url = f"http://127.0.0.1:{port}/api/health"

@@ -7,8 +7,6 @@ number at 10 jobs as at 5,000, the sweep must grow linearly with the job count, 
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import signal
 import socket
@@ -23,7 +21,7 @@ from gateway.config import BLOB_CONTAINER
 from gateway.core.jobs import new_job_id
 from gateway.delivery.retention import sweep
 from gateway.spool.local import open_local_spool
-from tests.support import free_port, gateway_process, local_env, poll, run, scangw, services_for
+from tests.support import added_device_auth, free_port, gateway_process, local_env, poll, run, scangw, services_for
 
 _COUNTED = frozenset({"open", "os.scandir", "os.listdir", "os.remove", "os.rmdir", "os.rename", "os.mkdir"})
 
@@ -165,10 +163,7 @@ def test_the_sweep_removes_stale_temporary_files_and_keeps_fresh_ones(tmp_path: 
 
 def test_a_temporary_file_left_by_a_killed_door_is_removed_by_scangw_sweep(tmp_path: Path) -> None:
     env = local_env(tmp_path)
-    added = scangw("devices", "add", "mfp1", "--default-to", "me@example.com", "--json", env=env)
-    assert added.returncode == 0, added.stderr
-    creds = json.loads(added.stdout)
-    auth = base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode()
+    auth = added_device_auth(env)
     port = free_port()
     incoming = tmp_path / "spool" / BLOB_CONTAINER / ".incoming"
     url = f"http://127.0.0.1:{port}/api/health"

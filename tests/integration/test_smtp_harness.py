@@ -5,6 +5,7 @@ dialogue for the exchanges libraries hide. Holds no tests itself."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import ipaddress
 import socket
@@ -284,3 +285,11 @@ class Dialogue:
             self.sock.close()
         except OSError:
             pass
+
+
+def logged_in(run: SmtpRun, helo: str = "EHLO scanner") -> Dialogue:
+    """A session on the plain port past EHLO and AUTH PLAIN as USER: where most SMTP tests start."""
+    talk = Dialogue(run.plain)
+    talk.ask(helo)
+    assert talk.ask("AUTH PLAIN " + base64.b64encode(f"\0{USER}\0{run.password}".encode()).decode()).startswith("235")
+    return talk

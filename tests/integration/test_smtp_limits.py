@@ -3,7 +3,6 @@ no new connections, idle sessions told 421, sessions in DATA finish, nothing hal
 
 from __future__ import annotations
 
-import base64
 import logging
 import socket
 import time
@@ -12,17 +11,9 @@ from pathlib import Path
 import pytest
 
 from gateway.intake.smtp_limits import SmtpLimits
-from tests.integration.test_smtp_harness import USER, Dialogue, SmtpRun, running_smtp, stored
+from tests.integration.test_smtp_harness import Dialogue, SmtpRun, logged_in, running_smtp, stored
 
 MESSAGE = b"Subject: stop\r\n\r\n" + b"line\r\n" * 100
-
-
-def logged_in(run: SmtpRun) -> Dialogue:
-    talk = Dialogue(run.plain)
-    talk.ask("EHLO x")
-    auth = base64.b64encode(f"\0{USER}\0{run.password}".encode()).decode()
-    assert talk.ask("AUTH PLAIN " + auth).startswith("235")
-    return talk
 
 
 def in_data(run: SmtpRun) -> Dialogue:

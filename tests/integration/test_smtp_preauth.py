@@ -5,7 +5,6 @@ is closed (421) to make room before a new connection is refused."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import time
 from pathlib import Path
@@ -13,18 +12,9 @@ from pathlib import Path
 import pytest
 
 from gateway.intake.smtp_limits import SmtpLimits
-from tests.integration.test_smtp_harness import USER, Dialogue, SmtpRun, running_smtp
+from tests.integration.test_smtp_harness import Dialogue, SmtpRun, logged_in, running_smtp
 
 MESSAGE = b"Subject: scan\r\n\r\nhello\r\n"
-
-
-def log_in(run: SmtpRun) -> Dialogue:
-    talk = Dialogue(run.plain)
-    assert talk.greeting.startswith("220"), talk.greeting
-    talk.ask("EHLO scanner")
-    auth = base64.b64encode(f"\0{USER}\0{run.password}".encode()).decode()
-    assert talk.ask("AUTH PLAIN " + auth).startswith("235")
-    return talk
 
 
 def send(talk: Dialogue) -> str:
@@ -138,3 +128,9 @@ def test_the_reported_flood_1000_idle_sessions_from_21_addresses_kept_alive_with
                 writer.close()
             loop.run_until_complete(asyncio.sleep(0.1))
             loop.close()
+
+
+def log_in(run: SmtpRun) -> Dialogue:
+    talk = logged_in(run)
+    assert talk.greeting.startswith("220"), talk.greeting
+    return talk

@@ -3,25 +3,16 @@ The device record is read again at the first RCPT of each message and at the end
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
-from tests.integration.test_smtp_harness import USER, Dialogue, SmtpRun, running_smtp
+from tests.integration.test_smtp_harness import USER, logged_in, running_smtp
 
 MESSAGE = b"Subject: scan\r\n\r\nhello\r\n"
 
 
-def log_in(run: SmtpRun) -> Dialogue:
-    talk = Dialogue(run.plain)
-    talk.ask("EHLO scanner")
-    auth = base64.b64encode(f"\0{USER}\0{run.password}".encode()).decode()
-    assert talk.ask("AUTH PLAIN " + auth).startswith("235")
-    return talk
-
-
 def test_revoked_between_messages_refuses_the_next_recipient(tmp_path: Path) -> None:
     with running_smtp(tmp_path) as run:
-        talk = log_in(run)
+        talk = logged_in(run)
         assert talk.ask("MAIL FROM:<s@contoso.com>").startswith("250")
         assert talk.ask("RCPT TO:<bob@contoso.com>").startswith("250")
         assert talk.ask("DATA").startswith("354")
@@ -36,7 +27,7 @@ def test_revoked_between_messages_refuses_the_next_recipient(tmp_path: Path) -> 
 
 def test_revoked_during_data_stores_nothing(tmp_path: Path) -> None:
     with running_smtp(tmp_path) as run:
-        talk = log_in(run)
+        talk = logged_in(run)
         talk.ask("MAIL FROM:<s@contoso.com>")
         assert talk.ask("RCPT TO:<bob@contoso.com>").startswith("250")
         assert talk.ask("DATA").startswith("354")
@@ -50,7 +41,7 @@ def test_revoked_during_data_stores_nothing(tmp_path: Path) -> None:
 
 def test_a_narrowed_allow_list_applies_to_the_message_in_flight(tmp_path: Path) -> None:
     with running_smtp(tmp_path) as run:
-        talk = log_in(run)
+        talk = logged_in(run)
         talk.ask("MAIL FROM:<s@contoso.com>")
         assert talk.ask("RCPT TO:<bob@contoso.com>").startswith("250")
         assert talk.ask("DATA").startswith("354")
@@ -66,7 +57,7 @@ def test_a_narrowed_allow_list_applies_to_the_message_in_flight(tmp_path: Path) 
 
 def test_a_rotated_password_ends_the_login(tmp_path: Path) -> None:
     with running_smtp(tmp_path) as run:
-        talk = log_in(run)
+        talk = logged_in(run)
         run.call(run.services.registry.rotate(USER))
         talk.ask("MAIL FROM:<s@contoso.com>")
         assert talk.ask("RCPT TO:<bob@contoso.com>").startswith("530 5.7.0")
