@@ -50,24 +50,6 @@ def _when(moment: float) -> str | None:
 async def figures(services: Services, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     jobs = await services.jobs.list()
-    oldest, age = oldest_unfinished(jobs, now)
-    recent = [j for j in jobs if now - parse_iso(j.created).timestamp() <= DAY]
-    by_state = Counter(j.state.value for j in recent)
-    last_seen: dict[str, str] = {}
-    for job in jobs:
-        if job.created > last_seen.get(job.device, ""):
-            last_seen[job.device] = job.created
-    devices = [
-        {
-            "name": d.name,
-            "revoked": d.revoked,
-            "last_seen": last_seen.get(d.name),
-            "silent_days": round((now - parse_iso(last_seen[d.name]).timestamp()) / DAY, 1)
-            if d.name in last_seen
-            else None,
-        }
-        for d in await services.registry.list()
-    ]
     mailboxes = []
     # The ledger records are keyed by mailbox and do not name it: ask for every mailbox a job was sent from.
     names = {j.sender.lower() for j in jobs if j.sender}
@@ -88,6 +70,31 @@ async def figures(services: Services, now: float | None = None) -> dict[str, Any
                 "next_send": _when(ledger.next_send) if ledger.next_send > now else None,
             }
         )
+    return summary(jobs, await services.registry.list(), mailboxes, services.settings, now)
+
+
+def summary(
+    jobs: list[Job], registered: list[Any], mailboxes: list[dict[str, Any]], settings: Settings, now: float
+) -> dict[str, Any]:
+    """The figures `status` prints, from what the store holds (all empty for a store not made yet)."""
+    oldest, age = oldest_unfinished(jobs, now)
+    recent = [j for j in jobs if now - parse_iso(j.created).timestamp() <= DAY]
+    by_state = Counter(j.state.value for j in recent)
+    last_seen: dict[str, str] = {}
+    for job in jobs:
+        if job.created > last_seen.get(job.device, ""):
+            last_seen[job.device] = job.created
+    devices = [
+        {
+            "name": d.name,
+            "revoked": d.revoked,
+            "last_seen": last_seen.get(d.name),
+            "silent_days": round((now - parse_iso(last_seen[d.name]).timestamp()) / DAY, 1)
+            if d.name in last_seen
+            else None,
+        }
+        for d in registered
+    ]
     return {
         "queue": {
             "depth": sum(1 for j in jobs if not j.state.final),
@@ -97,7 +104,7 @@ async def figures(services: Services, now: float | None = None) -> dict[str, Any
         "mailboxes": mailboxes,
         "jobs_last_24h": {state.value: by_state.get(state.value, 0) for state in JobState},
         "devices": devices,
-        "tls": _tls(services.settings, now),
+        "tls": _tls(settings, now),
     }
 
 

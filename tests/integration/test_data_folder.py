@@ -4,6 +4,7 @@ off a running one, a revoked demo device that stays revoked, and a busy port tha
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -101,6 +102,9 @@ def test_admin_commands_never_create_an_empty_store(tmp_path: Path, user_env: di
         assert not nowhere.exists(), f"scangw {' '.join(args)} created an empty store"
     empty_json = _run("devices", "list", "--json", env=env, cwd=tmp_path)
     assert empty_json.stdout.strip() == "[]"
+    status = json.loads(_run("status", "--json", env=env, cwd=tmp_path).stdout)  # the same keys, all empty
+    assert status["queue"]["depth"] == 0 and status["devices"] == [] and status["mailboxes"] == []
+    assert set(status["jobs_last_24h"]) == {"queued", "sending", "sent", "failed"}
 
 
 def test_long_running_commands_say_which_store_they_use(tmp_path: Path, user_env: dict[str, str]) -> None:
