@@ -146,3 +146,70 @@ def test_scangw_sweep_reports_what_it_reconciled(tmp_path: Path) -> None:
     assert "0 re-queued, 1 removed" in swept.stdout, swept.stdout
     listed = scangw("jobs", "list", "--json", env=env)
     assert json.loads(listed.stdout) == []
+
+
+def test_a_sending_job_whose_message_went_to_the_poison_queue_is_queued_again_and_delivered_once(
+    open_spool: Opener, tmp_path: Path
+) -> None:
+    """The Function host moves a message to `scan-jobs-poison` after `maxDequeueCount` failed runs; if the
+    claim (`sending`) was written first, no message will ever bring the job back and retention keeps waiting
+    for a final state: the device heard 250 and the scan is never delivered. Here the claim's reply is lost
+    with an error the agent does not expect, and the worker, counting as the host does, sets the message aside."""
+
+    async def body(spool: Spool) -> None:
+        intake = Intake(spool, 1_000_000, None)
+        accepted = await intake.accept_mime(DEVICE, ("a@example.com",), message(b"Subject: kept\r\n\r\nscan\r\n"))
+        faults = Faults()
+        faults.fail("jobs.replace", RuntimeError("injected: reply lost after the claim was written"), after=True)
+        broken = services(faulty(spool, faults), tmp_path)
+        agent = DeliveryAgent(broken, OutboxTransport(tmp_path / "outbox", spool.blobs))  # type: ignore[arg-type]
+        (lease,) = await eventually(lambda: spool.queue.receive(30), what="the accepted job's message")
+        await Worker(agent, lease_seconds=30, max_dequeue_count=1).process(lease)
+        svc = services(spool, tmp_path)
+        stuck = await svc.jobs.get(accepted.id)
+        assert stuck is not None and stuck.state == JobState.SENDING
+        assert await spool.queue.receive(30, max_messages=32) == []
+
+        live = await sweep(svc, datetime.now(UTC) + timedelta(minutes=20))
+        assert live.requeued == 0  # a send this recent may still be running: leave it
+        report = await sweep(svc, datetime.now(UTC) + timedelta(minutes=61))
+        assert report.requeued == 1
+        agent = DeliveryAgent(svc, OutboxTransport(tmp_path / "outbox", spool.blobs))  # type: ignore[arg-type]
+        (lease,) = await eventually(lambda: spool.queue.receive(30), what="the re-queued message")
+        await Worker(agent, lease_seconds=30).process(lease)
+        job = await svc.jobs.get(accepted.id)
+        assert job is not None and job.state == JobState.SENT
+        assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+        again = await sweep(svc, datetime.now(UTC) + timedelta(minutes=61))
+        assert again.requeued == 0
+
+    with_spool(open_spool, body)
+
+
+def test_a_sending_job_set_aside_past_its_attempts_ends_failed_with_a_notice(
+    open_spool: Opener, tmp_path: Path
+) -> None:
+    """The hourly re-queue is bounded: a job that breaks every run would otherwise cycle through the poison
+    queue forever; past SCANGW_MAX_ATTEMPTS it goes back marked failing and the agent tells the sender."""
+
+    async def body(spool: Spool) -> None:
+        intake = Intake(spool, 1_000_000, None)
+        accepted = await intake.accept_mime(DEVICE, ("a@example.com",), message(b"Subject: doomed\r\n\r\nscan\r\n"))
+        svc = services(spool, tmp_path)
+        (lease,) = await eventually(lambda: spool.queue.receive(30), what="the accepted job's message")
+        await spool.queue.delete(lease)  # set aside by the host
+        found = await svc.jobs.get_record(accepted.id)
+        assert found is not None
+        await svc.jobs.save(found[0], found[1], state=JobState.SENDING, attempts=svc.settings.max_attempts)
+        report = await sweep(svc, datetime.now(UTC) + timedelta(minutes=61))
+        assert report.requeued == 1
+        agent = DeliveryAgent(svc, OutboxTransport(tmp_path / "outbox", spool.blobs))  # type: ignore[arg-type]
+        (lease,) = await eventually(lambda: spool.queue.receive(30), what="the re-queued message")
+        await Worker(agent, lease_seconds=30).process(lease)
+        job = await svc.jobs.get(accepted.id)
+        assert job is not None and job.state == JobState.FAILED
+        assert job.error is not None and "scan-jobs-poison" in job.error
+        again = await sweep(svc, datetime.now(UTC) + timedelta(minutes=61))
+        assert again.requeued == 0
+
+    with_spool(open_spool, body)
