@@ -19,6 +19,7 @@ import re
 import idna
 
 from gateway.core.errors import MalformedInput
+from gateway.core.escape import escape
 from gateway.core.sanitise import CONTROL  # never part of an address a person typed
 
 #: RFC 5321 section 4.5.3.1.1-3, in octets.
@@ -47,13 +48,9 @@ class AddressRefused(MalformedInput):
 
 
 def shown(text: str) -> str:
-    """The text for a reply or a log: control characters escaped (`\\x00`, `\\u2028`), cut at SHOWN."""
-
-    def escape(match: re.Match[str]) -> str:
-        code = ord(match.group())
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-    escaped = CONTROL.sub(escape, text)
+    """The text for a reply or a log: control and bidi characters escaped (`\\x00`, `\\u202e`) by the rule every
+    log line uses, cut at SHOWN."""
+    escaped = escape(text)
     return f"'{escaped[:SHOWN]}{'...' if len(escaped) > SHOWN else ''}'"
 
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.telemetry.escape import escape
+from gateway.core.escape import escape
 
 #: A printf conversion as logging's %-formatting reads it (group 1: mapping key, group 2: conversion).
 _CONVERSION = re.compile(r"%(?:\((\w+)\))?[#0\- +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[hlL]?([diouxXeEfFgGcrsa%])")

@@ -9,7 +9,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.telemetry.escape import escape
+from gateway.core.escape import escape
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 

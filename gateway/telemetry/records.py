@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gateway.telemetry.escape import escape
+from gateway.core.escape import escape
 from gateway.telemetry.fields import extract, quote_args, redact_args
 
 #: Attributes a LogRecord already has (and names formatters add): a field never overwrites one of them.

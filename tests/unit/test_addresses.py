@@ -61,6 +61,14 @@ def test_the_refusal_names_the_address_with_control_characters_escaped() -> None
     assert not any(ord(c) < 32 for c in message)
 
 
+def test_the_refusal_shows_a_bidi_override_as_an_escape_so_the_address_reads_as_it_is() -> None:
+    """A right-to-left override would make the address in the reply (and the log line) read backwards."""
+    with pytest.raises(AddressRefused) as err:
+        recipient_address("inv\u202efdp.exe@example.com")
+    message = str(err.value)
+    assert "inv\\u202efdp.exe@example.com" in message and "\u202e" not in message
+
+
 def test_lengths_follow_rfc_5321() -> None:
     local = "l" * 64
     domain = ".".join(["d" * 63, "d" * 63, "d" * 57, "com"])  # 63+1+63+1+57+1+3 = 189

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.config import load_settings
 from gateway.core.errors import ConfigError
-from gateway.telemetry.escape import escape
+from gateway.core.escape import escape
 from gateway.telemetry.fields import extract
 from gateway.telemetry.formats import JsonFormatter, TextFormatter
 from gateway.telemetry.records import GatewayRecord

@@ -1,7 +1,8 @@
 """Escape what could forge or hide a log line: attacker text (URL paths, usernames, `?to=`) is logged verbatim
 otherwise, and a CR LF starts a fake line, an ESC sequence repaints a terminal, a bidi override reorders text.
 
-Pure and dependency-free so every formatter (text, JSON, Azure Monitor) shares one rule.
+Pure and dependency-free so every formatter (text, JSON, Azure Monitor) and every reply that quotes what a
+client sent (gateway.core.addresses.shown) share one rule.
 """
 
 from __future__ import annotations
