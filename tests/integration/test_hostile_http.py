@@ -215,7 +215,8 @@ def test_a_client_vanishing_mid_upload_stores_nothing_and_is_no_storage_error(do
             + f"Authorization: {auth}\r\n\r\n".encode()
             + b"x" * 200_000
         )
-        time.sleep(0.3)  # the bytes are on their way; then the client is gone
+        # The door has begun storing the upload (so the test cannot pass by never starting); then the client goes.
+        poll(lambda: not nothing_new(door, before), timeout=10, what="the upload to begin")
     poll(lambda: nothing_new(door, before), timeout=10, what="the partial upload to go")
     assert door.alive()
 
