@@ -19,7 +19,8 @@ from gateway.core.errors import MalformedInput, RecipientNotAllowed, UsageError
 PASSWORD_LENGTH = 20
 PASSWORD_ALPHABET = string.ascii_letters + string.digits + "-_."
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: Matched whole (`fullmatch`): `$` would also match before a final newline, taking "mfp1\n" as a name.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def generate_password() -> str:
@@ -31,7 +32,7 @@ def generate_password() -> str:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise UsageError(
             f"'{name}' is not a valid device name: use letters, digits, '.', '_' or '-' (at most 64 characters)."
         )

@@ -5,13 +5,20 @@ docs/mutation.md)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from gateway.config import BLOB_CONTAINER
 from gateway.core.accept import Envelope, IncomingFile
 from gateway.core.jobs import Job, JobState, parse_iso
 from gateway.delivery.mailbox_sweep import MailboxReport
+from gateway.delivery.reconcile import RECONCILE_MINUTES
 from gateway.delivery.retention import ORPHAN_HOURS, sweep
 from gateway.services import Services
 from tests.support import services_for
@@ -116,6 +123,114 @@ def test_the_mailbox_housekeeping_runs_first_with_the_services_and_the_sweeps_cl
         moment = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
         report = await sweep(svc, moment, housekeeper=housekeeper)
         assert seen == [(svc, moment)] and report.mail == MailboxReport(bounced=2)
+        await svc.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_temporary_file_untouched_for_an_hour_is_removed_and_a_live_upload_is_kept(tmp_path: Path) -> None:
+    """A killed process's half-written file must not fill the disk; an upload still arriving (its file renewed
+    with every chunk, here 59 minutes since the last) must not lose its bytes. The cut is the sweep's own
+    wall clock, like the files' modification times."""
+
+    async def scenario() -> None:
+        svc = await services_for(tmp_path)
+        incoming = tmp_path / "spool" / BLOB_CONTAINER / ".incoming"
+        left, live = incoming / "0123456789abcdef.part", incoming / "fedcba9876543210.part"
+        left.write_bytes(b"half a scan from a killed process")
+        live.write_bytes(b"an upload still arriving")
+        now = time.time()
+        os.utime(left, (now - 3600 - 60, now - 3600 - 60))
+        os.utime(live, (now - 3600 + 60, now - 3600 + 60))
+        report = await sweep(svc)
+        assert report.temporary_deleted == 1
+        assert not left.exists() and live.read_bytes() == b"an upload still arriving"
+        await svc.close()
+
+    asyncio.run(scenario())
+
+
+async def _partial_set(svc: Services, name: str, created: datetime) -> None:
+    """The bookkeeping of a `message/partial` set (gateway.delivery.partial): one parked fragment's marker."""
+    job_id = f"{int(created.timestamp() * 1000):012x}{'cd' * 6}"
+
+    async def empty() -> AsyncIterator[bytes]:
+        yield b""
+
+    await svc.spool.blobs.write(f"partial/{name}/00001-00002-{job_id}-{int(created.timestamp() * 1000)}", empty())
+
+
+@pytest.mark.parametrize(("wait_minutes", "keep_hours"), [("30", 24), ("720", 48)])
+def test_a_partial_sets_bookkeeping_is_kept_a_day_or_four_waits_and_then_goes(
+    tmp_path: Path, wait_minutes: str, keep_hours: int
+) -> None:
+    """At least 24 hours, and four times SCANGW_PARTIAL_WAIT_MINUTES when that is longer: a fragment arriving
+    late must still find its set; after that the markers must not pile up."""
+
+    async def scenario() -> None:
+        svc = await services_for(tmp_path, SCANGW_PARTIAL_WAIT_MINUTES=wait_minutes)
+        created = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+        await _partial_set(svc, "older", created)
+        await _partial_set(svc, "newer", created + timedelta(hours=1))
+        await sweep(svc, created + timedelta(hours=keep_hours) - timedelta(minutes=1))
+        assert len(await svc.spool.blobs.list("partial/")) == 2
+        await sweep(svc, created + timedelta(hours=keep_hours, seconds=1))
+        assert [n.split("/")[1] for n in await svc.spool.blobs.list("partial/")] == ["newer"]
+        await svc.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_queued_job_no_message_brought_back_is_queued_again_or_removed_without_its_bytes(tmp_path: Path) -> None:
+    """The sweep hands its job list to the reconcile (gateway.delivery.reconcile) and reports what it did: a
+    `queued` record whose message was lost is queued again with its bytes, removed without them."""
+
+    async def scenario() -> None:
+        svc = await services_for(tmp_path)
+        with_bytes, without = await _jobs(svc, 2, JobState.QUEUED)
+        await svc.spool.blobs.delete_prefix(f"{without.id}/")
+        assert len(await svc.spool.queue.receive(3600, max_messages=32)) == 2  # the messages are lost (leased)
+        later = max(parse_iso(j.updated) for j in (with_bytes, without)) + timedelta(minutes=RECONCILE_MINUTES)
+        report = await sweep(svc, later)
+        assert (report.requeued, report.stale_removed) == (1, 1)
+        (left,) = await svc.jobs.list()
+        assert left.id == with_bytes.id and left.state == JobState.QUEUED and left.updated > with_bytes.updated
+        assert await _has_bytes(svc, left)
+        await svc.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_sweeps_closing_line_counts_each_kind_of_deletion(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """What an admin reads in the log (and App Insights) after each sweep."""
+
+    async def scenario() -> None:
+        svc = await services_for(tmp_path, SCANGW_KEEP_FAILED_DAYS="2", SCANGW_KEEP_JOBS_DAYS="10")
+        await _jobs(svc, 2, JobState.FAILED)  # their bytes are due after two days, their records after ten
+        (queued,) = await _jobs(svc, 1, JobState.QUEUED)
+        await svc.spool.blobs.delete_prefix(f"{queued.id}/")  # queued, lost its message and its bytes
+        now = datetime.now(UTC)
+        born = int((now - timedelta(hours=ORPHAN_HOURS + 1)).timestamp() * 1000)
+
+        async def data() -> AsyncIterator[bytes]:
+            yield b"half a scan"
+
+        for i in range(3):
+            await svc.spool.blobs.write(f"{born - i:012x}{'ab' * 6}/scan.pdf", data())
+        incoming = tmp_path / "spool" / BLOB_CONTAINER / ".incoming"
+        for i in range(4):
+            part = incoming / f"{i:016x}.part"
+            part.write_bytes(b"x")
+            os.utime(part, (time.time() - 7200, time.time() - 7200))
+        caplog.set_level(logging.INFO, logger="scangw.retention")
+        report = await sweep(svc, now + timedelta(days=2, minutes=RECONCILE_MINUTES))
+        assert (report.bytes_deleted, report.orphans_deleted, report.temporary_deleted) == (2, 3, 4)
+        assert (report.records_deleted, report.requeued, report.stale_removed) == (0, 0, 1)
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retention ")]
+        assert lines == [
+            "retention bytes_deleted=2 records_deleted=0 orphans_deleted=3 temporary_deleted=4 requeued=0"
+            " stale_removed=1"
+        ]
         await svc.close()
 
     asyncio.run(scenario())
