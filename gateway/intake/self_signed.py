@@ -163,6 +163,15 @@ def ensure(hosts: Sequence[str], folder: Path, renew_days: float = RENEW_DAYS, d
     return made
 
 
+def install(folder: Path, key_pem: bytes, cert_pem: bytes) -> None:
+    """Put a pair made elsewhere (another replica, see gateway.intake.shared_certificate) in `folder`, under
+    the same lock as `ensure()`, key first: a reader loads the pair only once the certificate is there."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _locked(folder / ".lock"):
+        _write(folder / KEY_NAME, key_pem, 0o600)
+        _write(folder / CERT_NAME, cert_pem, 0o644)
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     with open(path, "a+b") as handle:

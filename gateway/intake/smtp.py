@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.config import Settings
-from gateway.core.errors import ConfigError
+from gateway.core.errors import ConfigError, StorageUnavailable
 from gateway.intake.smtp_door import Door
 from gateway.intake.smtp_limits import SmtpLimits, limits_from
 from gateway.intake.smtp_session import ScanSMTP
@@ -55,7 +55,8 @@ def reload_tls() -> int:
 
 def self_signed_folder(settings: Settings) -> Path:
     """Beside the embedded spool's data (it survives restarts, so devices see the same certificate), or a
-    per-user temporary folder with Azure Storage (a container makes a new one when it starts)."""
+    per-user temporary folder with Azure Storage, filled from the copy every replica shares in the spool
+    (gateway.intake.shared_certificate)."""
     if settings.local_dir is not None:
         return settings.local_dir / "tls"
     return Path(tempfile.gettempdir()) / f"scangw-tls-{os.getuid()}"
@@ -103,6 +104,10 @@ class SmtpServer:
                 "SCANGW_SMTP_TLS_KEY (or SCANGW_SMTP_TLS_SELF_SIGNED), or set SCANGW_SMTP_REQUIRE_TLS_AUTH=0 on a "
                 "private network.",
             )
+        #: With Azure Storage the door's folder is temporary and per replica: keep the certificate in the spool.
+        self._certificate_store = (
+            services.spool.blobs if self.self_signed_dir is not None and settings.local_dir is None else None
+        )
         self.door = Door(settings, services, self.limits, settings.smtp_require_tls_auth)
         metrics.watch_certificate(self.tls.cert if self.tls else None)  # the self-signed one too
         self.hostname = socket.gethostname()
@@ -115,6 +120,8 @@ class SmtpServer:
             raise ConfigError(
                 "SCANGW_SMTP_TLS_CERT", "--implicit-tls needs a certificate: set SCANGW_SMTP_TLS_CERT/_KEY."
             )
+        if self._certificate_store is not None:
+            await self.renew_self_signed()  # serve the certificate the other replicas serve from the first session
         loop = asyncio.get_running_loop()
         bound: list[Address] = []
         try:
@@ -139,23 +146,33 @@ class SmtpServer:
             self._renewer = asyncio.create_task(self._renew_self_signed())
         return bound
 
-    async def _renew_self_signed(self, every: float = 12 * 3600) -> None:
-        """A door runs for months: renew its own certificate before it expires, as a restart would."""
+    async def _renew_self_signed(self) -> None:
+        """A door runs for months: renew its own certificate before it expires, as a restart would; with a
+        shared one, check often (one small read) so replicas that started together agree within minutes."""
+        from gateway.intake.shared_certificate import SYNC_SECONDS
+
+        every = SYNC_SECONDS if self._certificate_store is not None else 12 * 3600
         while True:
             await asyncio.sleep(every)
             await self.renew_self_signed()
 
     async def renew_self_signed(self) -> bool:
-        """Make a new self-signed certificate if the kept one is near expiry; True when it was renewed."""
+        """Make a new self-signed certificate if the kept one is near expiry, or take the one stored for every
+        replica (gateway.intake.shared_certificate); True when the door now serves a different one."""
         from gateway.intake.self_signed import ensure
+        from gateway.intake.shared_certificate import converge
 
         assert self.self_signed_dir is not None and self.tls is not None
+        hosts, folder = self.settings.smtp_tls_self_signed, self.self_signed_dir
         try:
             before = self.tls.cert.read_bytes()
-            made = await asyncio.to_thread(ensure, self.settings.smtp_tls_self_signed, self.self_signed_dir)
+            if self._certificate_store is not None:
+                made = await converge(self._certificate_store, hosts, folder)
+            else:
+                made = await asyncio.to_thread(ensure, hosts, folder)
             if made.cert.read_bytes() == before:
                 return False
-        except OSError as exc:
+        except (OSError, StorageUnavailable) as exc:
             log.error("event=smtp.self_signed result=renew_failed error=%s (the old certificate keeps serving)", exc)
             return False
         log.info(

@@ -3,7 +3,8 @@
 // "intake" identity, which may store scans and enqueue jobs but has no mail rights.
 //
 // TLS is always on: with the admin's certificate from Key Vault (tlsEnabled), else with a self-signed certificate
-// the door makes for its own host names at start (SCANGW_SMTP_TLS_SELF_SIGNED). AUTH is refused before TLS unless
+// the door makes for its own host names at start (SCANGW_SMTP_TLS_SELF_SIGNED), kept in the storage account so every
+// replica serves the same one (gateway/intake/shared_certificate.py). AUTH is refused before TLS unless
 // allowPlaintextAuth, which needs source ranges (the open combination fails the deployment).
 //
 // azd deploys this module through ../smtp.bicep once it has pushed the image. Given no image it starts the
