@@ -97,27 +97,28 @@ def _claimed_username(request: Request) -> str:
         return ""
 
 
+async def authenticate(services: ServicesProvider, request: Request) -> tuple[Services, Device]:
+    """HTTP Basic through the failed-login limiter both doors share: 429 with Retry-After while blocked,
+    no password checked meanwhile (issue 9 items 5-6). Module-level so mutation testing can reach it alone."""
+    svc = await services()
+    username, password = _credentials(request)
+    client = request.client.host if request.client else None  # None: the Function host, one front for all
+    wait = svc.logins.retry_after(username, client)
+    if wait > 0:
+        raise AuthThrottled(
+            f"Too many failed logins: wait {math.ceil(wait)} seconds, then check the device's password.", wait
+        )
+    try:
+        device = await svc.registry.verify(username, password, client)
+    except AuthenticationFailed as exc:
+        svc.logins.failed(username, client, exc.known)
+        raise
+    svc.logins.succeeded(username, client)
+    return svc, device
+
+
 def create_app(services: ServicesProvider, max_body_bytes: int | None = None) -> Starlette:
     """`max_body_bytes` lets the Function app cap uploads at the platform's request limit as well."""
-
-    async def authenticate(request: Request) -> tuple[Services, Device]:
-        """HTTP Basic through the failed-login limiter both doors share: 429 with Retry-After while blocked,
-        no password checked meanwhile (issue 9 items 5-6)."""
-        svc = await services()
-        username, password = _credentials(request)
-        client = request.client.host if request.client else None  # None: the Function host, one front for all
-        wait = svc.logins.retry_after(username, client)
-        if wait > 0:
-            raise AuthThrottled(
-                f"Too many failed logins: wait {math.ceil(wait)} seconds, then check the device's password.", wait
-            )
-        try:
-            device = await svc.registry.verify(username, password, client)
-        except AuthenticationFailed as exc:
-            svc.logins.failed(username, client, exc.known)
-            raise
-        svc.logins.succeeded(username, client)
-        return svc, device
 
     def recipients(svc: Services, device: Device, given: list[str]) -> tuple[str, ...]:
         """Counted before anything is validated: 30,000 addresses are refused at once, not checked one by one."""
@@ -142,7 +143,7 @@ def create_app(services: ServicesProvider, max_body_bytes: int | None = None) ->
         return JSONResponse({"status": "ok"})
 
     async def put_scan(request: Request, path: str) -> Response:
-        svc, device = await authenticate(request)
+        svc, device = await authenticate(services, request)
         check_length(request, svc)
         name = path.rstrip("/").rsplit("/", 1)[-1]  # the server decoded the path once already: never twice
         if not name:
@@ -160,7 +161,7 @@ def create_app(services: ServicesProvider, max_body_bytes: int | None = None) ->
         )
 
     async def post_scan(request: Request) -> Response:
-        svc, device = await authenticate(request)
+        svc, device = await authenticate(services, request)
         check_length(request, svc)
         reader = MultipartReader(request.headers.get("content-type", ""), body(request, svc).__aiter__())
         fields: dict[str, list[str]] = {"to": []}
@@ -197,14 +198,14 @@ def create_app(services: ServicesProvider, max_body_bytes: int | None = None) ->
         return JSONResponse({"id": job.id, "status": job.state.value}, status_code=202)
 
     async def status(request: Request, job_id: str) -> Response:
-        svc, device = await authenticate(request)
+        svc, device = await authenticate(services, request)
         job = await svc.jobs.get(job_id) if job_id.isascii() and job_id.isalnum() else None
         if job is None or job.device != device.name:
             return error_response(404, "not_found", "No such scan for this device.")
         return JSONResponse({"id": job.id, "status": job.state.value, "error": job.error})
 
     async def probe(request: Request) -> Response:
-        await authenticate(request)
+        await authenticate(services, request)
         method = request.method
         if method == "OPTIONS":
             return Response(status_code=200, headers={"Allow": DAV_METHODS, "DAV": "1"})

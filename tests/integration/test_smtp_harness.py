@@ -250,8 +250,9 @@ def running_smtp(
 class Dialogue:
     """A raw SMTP conversation: exactly the bytes a device sends, exactly the replies it gets."""
 
-    def __init__(self, address: tuple[str, int], context: ssl.SSLContext | None = None) -> None:
-        raw = socket.create_connection(address, timeout=10)
+    def __init__(self, address: tuple[str, int], context: ssl.SSLContext | None = None, source: str = "") -> None:
+        """`source`: another loopback address (127.0.0.2, ...) to connect from, as a second client would."""
+        raw = socket.create_connection(address, timeout=10, source_address=(source, 0) if source else None)
         self.sock = context.wrap_socket(raw, server_hostname="localhost") if context else raw
         self.file = self.sock.makefile("rb")
         self.greeting = self.reply()
