@@ -7,7 +7,7 @@ import re
 import secrets
 import string
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gateway.core.addresses import ascii_domain, recipient_address
@@ -136,9 +136,6 @@ class Device:
         data.pop("extra")
         data["username"] = self.username
         return data
-
-    def with_hash(self, password_hash: str) -> Device:
-        return replace(self, password_hash=password_hash)
 
 
 def sender_mailbox(device: Device, default_sender: str | None) -> str | None:

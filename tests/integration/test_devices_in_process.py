@@ -166,3 +166,16 @@ def test_removing_what_the_device_does_not_hold_says_what_it_holds_and_changes_n
         "scangw: --remove-allow-to x@contoso.com: the device has no such entry (it holds *@contoso.com).\n",
     )
     assert stored(tmp_path)["mfp"] == before
+
+
+def test_show_and_list_give_the_username_the_device_logs_in_with_and_never_the_hash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = local_env(tmp_path)
+    assert scangw(capsys, env, "devices", "add", "Floor2-MFP", "--default-to", "a@example.com")[0] == 0
+    code, out, _ = scangw(capsys, env, "devices", "show", "floor2-mfp", "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["username"] == "Floor2-MFP" and shown["default_to"] == "a@example.com"
+    assert "password_hash" not in shown and "extra" not in shown
+    code, out, _ = scangw(capsys, env, "devices", "list", "--json")
+    assert code == 0 and json.loads(out) == [shown]

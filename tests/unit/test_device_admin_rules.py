@@ -117,6 +117,7 @@ def test_a_range_is_removed_however_the_admin_writes_it() -> None:
 
 def test_two_ranges_are_the_same_only_when_they_cover_the_same_addresses() -> None:
     assert same_network("192.168.1.0/24", "192.168.1.200/24")
+    assert same_network("192.168.1.200/24", "192.168.1.0/24")  # a range stored by hand or an older version
     assert not same_network("192.168.1.0/24", "192.168.1.0/25")
     assert not same_network("192.168.1.0/24", "192.168.2.0/24")
     assert same_pattern("*@Contoso.COM", "*@contoso.com") and not same_pattern("a@contoso.com", "b@contoso.com")

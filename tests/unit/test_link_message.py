@@ -50,6 +50,13 @@ def test_the_links_follow_the_text_after_exactly_one_blank_line(body: str) -> No
     assert body_with_links(body, "Text", [SMALL]) == f"Scan\n\n{INTRO}\n- notes.pdf (12 KiB): {SMALL.url}\n"
 
 
+@pytest.mark.parametrize("body", ["Scanned by XEROX", "Total: 12 \t", "Scanned by XEROX\n"])
+def test_the_text_itself_is_kept_to_its_last_character(body: str) -> None:
+    """Only the trailing line breaks make way for the blank line: the device's words stay as they were."""
+    kept = body.rstrip("\n")
+    assert body_with_links(body, "text", [SMALL]) == f"{kept}\n\n{INTRO}\n- notes.pdf (12 KiB): {SMALL.url}\n"
+
+
 @pytest.mark.parametrize("body", ["", "\n", "\n\n"])
 def test_an_empty_text_body_starts_with_the_links(body: str) -> None:
     assert body_with_links(body, "text", [SMALL]) == f"{INTRO}\n- notes.pdf (12 KiB): {SMALL.url}\n"
@@ -86,6 +93,7 @@ def test_the_links_go_before_the_last_closing_body_tag_or_at_the_end_without_one
     assert body_with_links(quoted, "html", [SMALL]) == f"<p>a quoted </body> tag</p>{section}</body>"
     assert body_with_links("<p>Scan</p>", "html", [SMALL]) == f"<p>Scan</p>{section}"
     assert body_with_links("", "html", [SMALL]) == section
+    assert body_with_links("</body>", "html", [SMALL]) == f"{section}</body>"  # a body that is only its end tag
 
 
 def test_a_text_body_is_not_html_escaped() -> None:
@@ -99,6 +107,7 @@ def test_a_text_body_is_not_html_escaped() -> None:
         ("<20261201.ab12@scan.contoso.test>", "<20261201.ab12.links@scan.contoso.test>"),
         ("20261201.ab12@scan.contoso.test", "<20261201.ab12.links@scan.contoso.test>"),
         ("<no-domain>", "<no-domain.links>"),
+        ("<X7@MAIL.BOX>", "<X7.links@MAIL.BOX>"),  # only the angle brackets are taken off, never a letter
     ],
 )
 def test_the_link_message_has_its_own_message_id_derived_from_the_scans(original: str, links: str) -> None:
