@@ -34,7 +34,8 @@ Rules and the answers chosen (sources: /work/shared/platform-facts.md sections 1
   `$filter` finds `search_lag` later still. No
   recipients: 400 `ErrorInvalidRecipients`; from/sender not the mailbox (nor an alias / send_as address) with
   `send_as_denied`: 403 `ErrorSendAsDenied` (status a guess); over `max_send_size` (base64 estimate):
-  400 `ErrorMessageSizeExceeded` (status a guess). Sending with an unfinished upload session is a violation.
+  400 `ErrorMessageSizeExceeded` (status a guess). Sending with an unfinished upload session is a violation;
+  one past its `expirationDateTime` no longer counts (its URL refuses every PUT; guess: Exchange drops it).
 - At most `max_concurrency` (4) in-flight requests per mailbox (upload PUTs count): 429 `ApplicationThrottled`
   + Retry-After + violation. After any 429 the mailbox stays throttled until Retry-After passes; requests
   arriving in that window (beyond `retry_after_grace`) are violations and get 429 again.
@@ -273,6 +274,15 @@ class FakeGraph(GraphCore):
             box.items[item.id] = item
         return item
 
+    def remove(self, mailbox: str, item_id: str) -> None:
+        """Delete an item as someone else would (a user emptying Drafts, another client): no request recorded."""
+        with self._lock:
+            box = self.mailbox(mailbox)
+            del box.items[item_id]
+            for s in self._sessions.values():
+                if s.message_id == item_id and s.state == "open":
+                    s.state = "cancelled"
+
     def _get(self, ctx: Ctx, box: Mailbox, message_id: str) -> Response:
         select = {s.strip() for s in (ctx.req.q("$select") or "").split(",") if s.strip()} or None
         return self._json(200, self._item(box, message_id).to_json(select), ctx)
@@ -466,8 +476,12 @@ class FakeGraph(GraphCore):
             raise bad("BadRequest", "message: send takes no body (Content-Length: 0).")
         item = self._item(box, message_id, draft=True)
         self._check_sendable(box, item)
-        if item.open_uploads:
-            self._violate(f"send of {box.upn} draft with {item.open_uploads} unfinished upload session(s)")
+        now = self.clock()
+        unfinished = sum(
+            1 for s in self._sessions.values() if s.message_id == item.id and s.state == "open" and now <= s.expires
+        )
+        if unfinished:
+            self._violate(f"send of {box.upn} draft with {unfinished} unfinished upload session(s)")
         if self.send_lag > 0:  # Exchange acts later: the draft stays where it is until then
             self._pending_sends.append((self.clock() + self.send_lag, box, item))
             return self._empty(202, ctx)

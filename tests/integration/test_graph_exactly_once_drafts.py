@@ -1,0 +1,67 @@
+"""The exactly-once path's draft bookkeeping against the strict fake Graph: duplicate drafts that lost create
+replies leave behind under Exchange's search lag, and what a resumed worker does with each of them.
+
+A "worker" is a new GraphTransport on the same checkpoint (what the agent does after a failure).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.core.ports import BlobStore
+from gateway.delivery.graph.progress import DRAFT_ID, DRAFT_REQUESTED, SEND_REQUESTED_AT
+from tests.fakes.graph import FakeGraph
+from tests.integration.exactly_once_support import Workers, creates, sends
+from tests.integration.test_graph_transport import MB, assert_once, outgoing, spool_test, store
+
+
+def test_a_duplicate_draft_found_after_the_send_grace_is_deleted_and_the_scan_sent_once(
+    tmp_path: Path, graph: FakeGraph
+) -> None:
+    """A lost create reply under search lag makes a second draft; a send whose outcome is unknown (503) is
+    then resolved after the grace period: the recorded draft is sent, the duplicate deleted, never sent."""
+
+    async def scenario(blobs: BlobStore) -> None:
+        pdf, sha = await store(blobs, "scan.pdf", 100_000)
+        graph.search_lag = 120.0
+        jobs = Workers(graph, blobs)
+        message = outgoing((pdf,))
+        graph.fail_next("POST", r"/messages$", 0, after_effect=True)
+        await jobs.fails(message)  # draft A made, reply lost
+        graph.fail_next("POST", r"/send$", 503)
+        await jobs.fails(message)  # A not searchable yet: draft B made; its send's outcome unknown
+        assert creates(graph) == 2 and len(graph.items(MB, "drafts")) == 2
+        recorded = jobs.progress.progress[DRAFT_ID]
+        jobs.skew += 301.0
+        delivered = await jobs.attempt(message)
+        assert delivered.detail == f"sent from {MB}"
+        assert [r for r in graph.requests if r.method == "DELETE" and recorded in r.path] == []
+        assert sends(graph) == 2  # the refused one and the real one
+        assert_once(graph, [sha])  # the duplicate draft is gone, one message delivered
+
+    spool_test(tmp_path, scenario)
+
+
+def test_two_lost_creates_leave_one_draft_that_is_sent_and_the_other_deleted(tmp_path: Path, graph: FakeGraph) -> None:
+    """Two create replies lost while Exchange's index lags: once both drafts are searchable, one is kept and
+    sent with its attachment, the other deleted; nothing is created a third time."""
+
+    async def scenario(blobs: BlobStore) -> None:
+        pdf, sha = await store(blobs, "scan.pdf", 100_000)
+        graph.search_lag = 120.0
+        jobs = Workers(graph, blobs)
+        message = outgoing((pdf,))
+        for _ in range(2):
+            graph.fail_next("POST", r"/messages$", 0, after_effect=True)
+            await jobs.fails(message)
+        assert creates(graph) == 2 and jobs.progress.progress[DRAFT_REQUESTED]
+        jobs.skew += 121.0
+        delivered = await jobs.attempt(message)
+        assert delivered.detail == f"sent from {MB}"
+        assert creates(graph) == 2 and sends(graph) == 1
+        assert [r.status for r in graph.requests if r.method == "DELETE"] == [204]
+        assert not jobs.progress.progress.get(DRAFT_REQUESTED)
+        assert jobs.progress.progress[SEND_REQUESTED_AT]
+        assert_once(graph, [sha])
+
+    spool_test(tmp_path, scenario)
