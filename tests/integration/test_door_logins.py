@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -31,6 +33,7 @@ from tests.support import services_for
 
 A, B, C = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 PROXIED = {"SCANGW_SMTP_PROXY_CIDRS": "127.0.0.0/8"}
+DEADLINE = 10.0
 
 
 @pytest.fixture(autouse=True)
@@ -119,13 +122,13 @@ def test_smtp_wrong_passwords_stop_that_device_from_that_address_only(
             assert door.auth(USER, "wrong", A).startswith("535 5.7.8 Authentication failed")
         throttled = door.login(USER, A)  # the right password, not even checked
         assert throttled == "454 4.7.0 Too many failed logins: wait a minute, then check the device's password"
-        assert door.login(USER, B).startswith("235 2.7.0")  # the same device from another address
+        assert door.login(USER, B) == "235 2.7.0 Authentication successful"  # the same device elsewhere
         assert door.login("scanner2", A).startswith("235 2.7.0")  # another device from that address
         clock.now += 59
         assert door.login(USER, A).startswith("454 4.7.0 Too many failed logins")
         clock.now += 2
         assert door.login(USER, A).startswith("235 2.7.0")  # the window expired
-    log = caplog.text
+    log = caplog.messages
     assert f"event=smtp.auth result=failed peer={A} user='{USER}' mechanism=PLAIN" in log
     assert f"event=smtp.auth result=throttled peer={A} user='{USER}' mechanism=PLAIN" in log
     assert f"event=smtp.auth result=ok peer={B} user='{USER}' mechanism=PLAIN device={USER} tls=False" in log
@@ -178,7 +181,10 @@ class Outage:
         return getattr(self.inner, name)
 
 
-def test_smtp_a_registry_outage_is_no_failed_login(tmp_path: Path, clock: Clock) -> None:
+def test_smtp_a_registry_outage_is_no_failed_login(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="scangw.smtp")
     outage: list[Outage] = []
 
     def prepare(services: Services) -> None:
@@ -195,6 +201,20 @@ def test_smtp_a_registry_outage_is_no_failed_login(tmp_path: Path, clock: Clock)
             )
         outage[0].down = False
         assert door.login(USER, A).startswith("235 2.7.0")  # the outage counted as no failure
+    assert (
+        f"event=smtp.auth result=unavailable peer={A} user='{USER}' mechanism=PLAIN error=storage account unreachable"
+        in caplog.messages
+    )
+
+
+def test_smtp_a_long_username_is_logged_cut_to_64_characters(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="scangw.smtp")
+    with smtp_door(tmp_path, clock) as run:
+        door = Door(run, clock)
+        assert door.auth("u" * 100, "x", A).startswith("535")
+    assert f"event=smtp.auth result=failed peer={A} user='{'u' * 64}' mechanism=PLAIN" in caplog.messages
 
 
 # -- HTTP ---------------------------------------------------------------------------------------------------
@@ -310,3 +330,70 @@ def test_http_a_success_forgives_the_pairs_earlier_failures(tmp_path: Path, cloc
         assert (await http.login("mfp1", HA)).status_code == 404
 
     http_case(tmp_path, clock, scenario)
+
+
+def held_argon2(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, list[str]]:
+    """Real (cheap) argon2, except that checking the password "flood" waits until released: a flood of
+    wrong passwords that holds argon2 slots for as long as the test wants."""
+    release, held = threading.Event(), []
+
+    class Held(PasswordHasher):
+        def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+            if password == "flood":
+                held.append(str(password))
+                release.wait(DEADLINE)
+            return super().verify(hash, password)
+
+    monkeypatch.setattr("gateway.devices.PasswordHasher", lambda: Held(time_cost=1, memory_cost=8, parallelism=1))
+    return release, held
+
+
+async def flood_settled(held: list[str]) -> None:
+    """The flood took every argon2 slot it may (one, when the fair queue is keyed by its address)."""
+    deadline = time.monotonic() + 0.5
+    while len(held) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert held, "the flood never reached argon2"
+
+
+def test_http_a_flood_of_names_from_one_address_leaves_an_argon2_slot_for_a_device_elsewhere(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release, held = held_argon2(monkeypatch)
+
+    async def scenario(http: Http) -> None:
+        flood = [asyncio.ensure_future(http.get(f"guess{n}", "flood", HA)) for n in range(4)]
+        try:
+            await flood_settled(held)
+            login = await asyncio.wait_for(http.login("mfp1", HB), 5)  # not queued behind the flood
+            assert login.status_code == 404
+        finally:
+            release.set()
+        assert [(await f).status_code for f in flood] == [401] * 4
+
+    http_case(tmp_path, clock, scenario)
+
+
+def test_smtp_a_flood_of_names_from_one_address_leaves_an_argon2_slot_for_a_device_elsewhere(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release, held = held_argon2(monkeypatch)
+    with smtp_door(tmp_path, clock) as run:
+        flood = []
+        try:
+            for n in range(4):
+                talk = Dialogue(run.plain, source=A)
+                flood.append(talk)
+                assert talk.ask("EHLO flood").startswith("250")
+                talk.send("AUTH PLAIN " + b64(f"\0guess{n}\0flood") + "\r\n")
+            asyncio.run(flood_settled(held))
+            talk = Dialogue(run.plain, source=B)
+            talk.sock.settimeout(5)  # not queued behind the flood
+            assert talk.ask("EHLO scanner").startswith("250")
+            assert talk.ask("AUTH PLAIN " + b64(f"\0{USER}\0{run.password}")).startswith("235")
+            talk.close()
+        finally:
+            release.set()
+        assert [talk.reply()[:3] for talk in flood] == ["535"] * 4
+        for talk in flood:
+            talk.close()

@@ -80,3 +80,41 @@ def test_a_cancelled_waiter_gives_its_turn_away() -> None:
             return slots.busy
 
     assert asyncio.run(go()) == 1
+
+
+def test_no_key_ever_holds_more_than_its_share_however_slots_are_given_back() -> None:
+    """Four slots, two per key: an address flooding keeps at most two argon2 checks running, whichever of its
+    own or others' checks end first, and nothing is left behind once all are done."""
+
+    async def go() -> tuple[dict[str, int], FairSlots]:
+        slots = FairSlots(4)
+        active: dict[str, int] = {"a": 0, "b": 0}
+        most: dict[str, int] = {"a": 0, "b": 0}
+        done = {label: asyncio.Event() for label in [f"a{n}" for n in range(6)] + ["b0", "b1"]}
+
+        async def check(label: str) -> None:
+            key = label[0]
+            async with slots.slot(key):
+                active[key] += 1
+                most[key] = max(most[key], active[key])
+                await done[label].wait()
+                active[key] -= 1
+
+        tasks = [asyncio.create_task(check(label)) for label in done]
+
+        async def turn() -> None:
+            for _ in range(20):
+                await asyncio.sleep(0)
+
+        await turn()
+        assert active == {"a": 2, "b": 2}
+        for label in ["b0", "a0", "b1", "a1", "a2", "a3", "a4", "a5"]:
+            done[label].set()  # another device's check ends, then one of the flood's, ...
+            await turn()
+            assert slots.busy <= 4
+        await asyncio.gather(*tasks)
+        return most, slots
+
+    most, slots = asyncio.run(go())
+    assert most == {"a": 2, "b": 2}
+    assert slots.busy == 0 and not slots._held  # a spray of addresses leaves no counter behind

@@ -4,6 +4,9 @@ that counts nothing behind a proxy, one keyed by username only (the office-NAT a
 
 from __future__ import annotations
 
+import pytest
+
+from gateway.core import login_limiter
 from gateway.core.login_limiter import LoginLimiter, LoginLimits
 
 OFFICE = "203.0.113.10"
@@ -128,3 +131,65 @@ def test_memory_stays_bounded_under_a_spray_of_addresses() -> None:
         assert len(lim._seen) <= 1000
     finally:
         module.MAX_KEYS = old
+
+
+def test_a_full_table_still_counts_the_attackers_it_tracks_and_forgets_only_what_expired(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the key table full (a spray of addresses), a pair already counted keeps counting, keys whose failures
+    left every window make room for new ones, and the table never grows past its bound."""
+    monkeypatch.setattr(login_limiter, "MAX_KEYS", 10)
+    lim, clock = limiter()
+    fail(lim, "mfp1", ATTACKER, 2)  # two keys: the pair and the username's ceiling
+    for n in range(8):
+        lim.failed(f"guess{n}", f"10.0.0.{n}", known=False)  # eight more: full
+    fail(lim, "mfp1", ATTACKER, 3)
+    assert lim.blocked("mfp1", ATTACKER)  # a full table must not stop counting a tracked attacker
+    lim.failed("guess", "10.0.1.1", known=False)
+    assert len(lim._seen) == 10  # nothing had expired: the newcomer is not tracked
+    clock.now += 901  # past the longest window (the username ceiling's)
+    fail(lim, "guess", HOME, 5, known=False)
+    assert lim.blocked("mfp2", HOME)  # expired keys were dropped, so the new address is counted
+    assert len(lim._seen) == 1
+
+
+def test_a_device_is_remembered_at_its_eight_latest_addresses() -> None:
+    lim, _ = limiter()
+    addresses = [f"198.51.100.{n}" for n in range(10)]
+    for address in addresses[:9]:
+        lim.succeeded("mfp1", address)
+    lim.succeeded("mfp1", addresses[1])  # a return to an older address keeps it
+    lim.succeeded("mfp1", addresses[9])
+    usual = [a for a in addresses if lim.is_usual("MFP1", a)]
+    assert usual == [addresses[1], *addresses[3:10]]
+
+
+def test_the_devices_remembered_are_the_latest_to_log_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(login_limiter, "MAX_KEYS", 3)
+    lim, _ = limiter()
+    for name in ("mfp0", "mfp1", "mfp2"):
+        lim.succeeded(name, OFFICE)
+    lim.succeeded("mfp0", HOME)  # mfp0 logged in again: now mfp1 is the least recent
+    lim.succeeded("mfp3", OFFICE)
+    assert [n for n in ("mfp0", "mfp1", "mfp2", "mfp3") if lim.is_usual(n, OFFICE)] == ["mfp0", "mfp2", "mfp3"]
+
+
+def test_usernames_match_as_the_registry_matches_them() -> None:
+    """Case and surrounding blanks do not make a new name; a name that only upper-cases like another one does
+    (ß and SS) is another name, so a spray of it behind a proxy does not lock out the device."""
+    lim, _ = limiter()
+    fail(lim, " MFP1 ", ATTACKER, 5)
+    assert lim.blocked("mfp1", ATTACKER)
+    fail(lim, "mfp\u00df", None, 5, known=False)
+    assert lim.blocked("mfp\u00df", None)
+    assert not lim.blocked("mfpss", None)
+
+
+def test_retry_after_counts_from_the_failure_that_will_leave_the_window_first() -> None:
+    lim, clock = limiter()
+    for step in (0, 10, 20, 30, 40, 50):  # six failures, ten seconds apart
+        clock.now = 1000.0 + step
+        lim.failed("mfp1", ATTACKER)
+    assert lim.retry_after("mfp1", ATTACKER) == 20.0  # the 2nd failure (at +10) leaves at +70; now is +50
+    clock.now = 1070.0
+    assert not lim.blocked("mfp1", ATTACKER)  # four left in the window
