@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.identity.aio import ManagedIdentityCredential
 
 from gateway.config import Settings
-from gateway.core.errors import PermanentDeliveryError, TransientDeliveryError
+from gateway.core.errors import Deferred, PermanentDeliveryError, TransientDeliveryError
 from gateway.core.jobs import FileRef
 from gateway.core.ports import BlobStore
+from gateway.delivery.graph.exactly_once import GraphTransport
 from gateway.delivery.graph.progress import ATTACHED, DRAFT_ID, DRAFT_REQUESTED, INLINE, SEND_REQUESTED_AT
 from gateway.delivery.transport import MemoryCheckpoint
 from tests.fakes.graph import FakeGraph
@@ -218,9 +220,8 @@ def test_a_resumed_worker_posts_only_the_attachments_not_yet_confirmed(tmp_path:
     spool_test(tmp_path, scenario)
 
 
-@pytest.mark.parametrize(("retry_after", "slept"), [(5, [5.0]), (6, [])], ids=["five-slept", "six-requeued"])
-def test_graph_retry_after_is_slept_up_to_five_seconds_and_longer_ones_requeue_as_a_failed_attempt(
-    tmp_path: Path, graph: FakeGraph, retry_after: int, slept: list[float]
+def test_a_graph_retry_after_over_five_seconds_requeues_the_job_at_once_as_a_failed_attempt(
+    tmp_path: Path, graph: FakeGraph
 ) -> None:
     """The production transport's defaults: a worker holds a job through a Retry-After of at most 5 s; a
     longer one goes back to the queue at once as Graph's own transient failure (it counts as an attempt,
@@ -230,21 +231,20 @@ def test_graph_retry_after_is_slept_up_to_five_seconds_and_longer_ones_requeue_a
         pdf, _ = await store(blobs, "scan.pdf", 10_000)
         waits: list[float] = []
 
-        async def sleep(seconds: float) -> None:  # records, does not wait: the limiter then defers the job
+        async def sleep(seconds: float) -> None:
             waits.append(seconds)
 
-        graph.fail_next("POST", r"/messages$", 429, retry_after=retry_after)
+        graph.fail_next("POST", r"/messages$", 429, retry_after=6)
         gateway = transport(graph.url, blobs, sleep=sleep)
         try:
             with pytest.raises(TransientDeliveryError) as failed:
                 await gateway.deliver(outgoing((pdf,)), MemoryCheckpoint())
         finally:
             await gateway.close()
-        assert waits == slept
-        if not slept:
-            assert type(failed.value) is TransientDeliveryError
-            assert str(failed.value).startswith(f"Graph is unavailable or busy for mailbox {MB}")
-            assert failed.value.retry_after == retry_after
+        assert waits == []
+        assert type(failed.value) is TransientDeliveryError
+        assert str(failed.value).startswith(f"Graph is unavailable or busy for mailbox {MB}")
+        assert failed.value.retry_after == 6
         assert graph.violations == [] and graph.sent == []
 
     spool_test(tmp_path, scenario)
@@ -305,6 +305,98 @@ def test_a_typical_scan_costs_two_checkpoint_writes(tmp_path: Path, graph: FakeG
             [SEND_REQUESTED_AT],
         ]
         assert progress.progress[DRAFT_ID]
+        assert_once(graph, [sha])
+
+    spool_test(tmp_path, scenario)
+
+
+def test_with_the_defaults_an_outage_is_tried_four_times_in_the_worker_then_requeued(
+    tmp_path: Path, graph: FakeGraph
+) -> None:
+    """The production defaults: three inline retries, backing off from 0.5 s (jitter at its midpoint here)."""
+
+    async def scenario(blobs: BlobStore) -> None:
+        pdf, _ = await store(blobs, "scan.pdf", 10_000)
+        slept: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+
+        for _ in range(5):
+            graph.fail_next("POST", r"/messages$", 503)
+        config = Settings(graph_url=graph.url, mailbox_rate_per_min=0)
+        gateway = GraphTransport(config, blobs, sleep=sleep, rng=HalfwayRandom())
+        try:
+            with pytest.raises(TransientDeliveryError):
+                await gateway.deliver(outgoing((pdf,)), MemoryCheckpoint())
+        finally:
+            await gateway.close()
+        assert slept == [0.375, 0.75, 1.5]
+        assert [r.status for r in graph.requests if r.method == "POST"] == [503] * 4
+        assert graph.sent == []
+
+    spool_test(tmp_path, scenario)
+
+
+def test_the_send_pace_is_kept_by_the_transports_own_limiter_within_its_inline_wait(
+    tmp_path: Path, graph: FakeGraph
+) -> None:
+    """Without shared limits (`scangw doctor`, one-off tools) the transport paces sends itself: it sleeps
+    (through the injected sleep) up to its `max_inline_wait`, and re-queues a job whose turn is further off."""
+
+    async def scenario(blobs: BlobStore) -> None:
+        pdf, _ = await store(blobs, "scan.pdf", 10_000)
+        slept: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+
+        config = Settings(graph_url=graph.url, mailbox_rate_per_min=15)  # a send every 4 s
+        patient = GraphTransport(config, blobs, sleep=sleep)
+        hurried = GraphTransport(config, blobs, sleep=sleep, max_inline_wait=0.5)
+        try:
+            await patient.deliver(outgoing((pdf,), job="a"), MemoryCheckpoint())
+            await patient.deliver(outgoing((pdf,), job="b"), MemoryCheckpoint())
+            assert len(slept) == 1 and 2.0 < slept[0] <= 4.0  # the next turn, 4 s after the first send
+            await hurried.deliver(outgoing((pdf,), job="c"), MemoryCheckpoint())
+            with pytest.raises(Deferred) as later:
+                await hurried.deliver(outgoing((pdf,), job="d"), MemoryCheckpoint())
+            assert later.value.retry_after is not None and 2.0 < later.value.retry_after <= 4.0
+        finally:
+            await patient.close()
+            await hurried.close()
+        assert len(slept) == 1
+        assert [m.internet_message_id for m in graph.sent] == [f"<scan.{j}@contoso.com>" for j in "abc"]
+
+    spool_test(tmp_path, scenario)
+
+
+class CountedCredential:
+    """A caller's own credential (what `scangw doctor` passes): the transport may use it, never close it."""
+
+    def __init__(self) -> None:
+        self.inner = ManagedIdentityCredential()
+        self.closed = 0
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        return await self.inner.get_token(*scopes, **kwargs)
+
+    async def close(self) -> None:
+        self.closed += 1
+        await self.inner.close()
+
+
+def test_a_credential_given_to_the_transport_stays_open_for_its_owner(tmp_path: Path, graph: FakeGraph) -> None:
+    async def scenario(blobs: BlobStore) -> None:
+        pdf, sha = await store(blobs, "scan.pdf", 10_000)
+        credential = CountedCredential()
+        gateway = transport(graph.url, blobs, credential=credential)
+        try:
+            await gateway.deliver(outgoing((pdf,)), MemoryCheckpoint())
+        finally:
+            await gateway.close()
+        assert credential.closed == 0
+        await credential.close()
         assert_once(graph, [sha])
 
     spool_test(tmp_path, scenario)

@@ -65,3 +65,48 @@ def test_two_lost_creates_leave_one_draft_that_is_sent_and_the_other_deleted(tmp
         assert_once(graph, [sha])
 
     spool_test(tmp_path, scenario)
+
+
+def test_a_duplicate_draft_someone_else_deleted_first_does_not_stop_the_send(tmp_path: Path, graph: FakeGraph) -> None:
+    """Deleting a duplicate answered 404 ErrorItemNotFound (another worker or the sweep got there first):
+    the duplicate is gone either way, and the scan is sent in the same attempt."""
+
+    async def scenario(blobs: BlobStore) -> None:
+        pdf, sha = await store(blobs, "scan.pdf", 100_000)
+        graph.search_lag = 120.0
+        jobs = Workers(graph, blobs)
+        message = outgoing((pdf,))
+        for _ in range(2):
+            graph.fail_next("POST", r"/messages$", 0, after_effect=True)
+            await jobs.fails(message)
+        jobs.skew += 121.0
+        graph.fail_next("DELETE", r"/messages/", 404, code="ErrorItemNotFound", after_effect=True)
+        delivered = await jobs.attempt(message)
+        assert delivered.detail == f"sent from {MB}"
+        assert [r.status for r in graph.requests if r.method == "DELETE"] == [404]
+        assert_once(graph, [sha])
+
+    spool_test(tmp_path, scenario)
+
+
+def test_a_duplicate_draft_that_cannot_be_deleted_holds_the_send_back(tmp_path: Path, graph: FakeGraph) -> None:
+    """A 503 on the duplicate's delete is not swallowed: the attempt is retried later, and the duplicate
+    is deleted then; nothing is sent while a duplicate draft may still be around."""
+
+    async def scenario(blobs: BlobStore) -> None:
+        pdf, sha = await store(blobs, "scan.pdf", 100_000)
+        graph.search_lag = 120.0
+        jobs = Workers(graph, blobs)
+        message = outgoing((pdf,))
+        for _ in range(2):
+            graph.fail_next("POST", r"/messages$", 0, after_effect=True)
+            await jobs.fails(message)
+        jobs.skew += 121.0
+        graph.fail_next("DELETE", r"/messages/", 503)
+        await jobs.fails(message)
+        assert graph.sent == [] and len(graph.items(MB, "drafts")) == 2
+        await jobs.attempt(message)
+        assert [r.status for r in graph.requests if r.method == "DELETE"] == [503, 204]
+        assert_once(graph, [sha])
+
+    spool_test(tmp_path, scenario)
