@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import gateway.delivery.graph.shared_limits as shared_limits
-from gateway.core.ports import Record, Table
+from gateway.core.ports import Conflict, Record, Table
 from gateway.delivery.graph.mailbox_limits import MARGIN, MailboxBusy
 from gateway.delivery.graph.shared_limits import SLOT_LEASE, SharedMailboxLimits, _process_gone
 from gateway.spool.local import open_local_spool
@@ -272,7 +272,8 @@ def test_only_claims_of_processes_gone_from_this_host_count_as_gone() -> None:
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
         try:
             assert not _process_gone(f"{here}|{alive.pid}|0badc0de|3")
-            assert alive.poll() is None  # asking did not signal it
+            with pytest.raises(subprocess.TimeoutExpired):  # asking did not signal it (a signal kills it)
+                alive.wait(0.3)
         finally:
             alive.kill()
         alive.wait(10)
@@ -281,3 +282,199 @@ def test_only_claims_of_processes_gone_from_this_host_count_as_gone() -> None:
     # Another host's worker cannot be asked: its claims lapse with their lease, they are never dropped.
     assert not _process_gone(f"other-{here}|{alive.pid}|0badc0de|3")
     assert not _process_gone(f"{here}|not-a-pid|0badc0de|3")
+
+
+class Contended:
+    """The real ledger table, where every conditional write loses its race (another process always wrote first)."""
+
+    def __init__(self, inner: Table) -> None:
+        self.inner, self.tries = inner, 0
+
+    async def get(self, key: str) -> Record | None:
+        return await self.inner.get(key)
+
+    async def insert(self, key: str, data: dict[str, Any]) -> str:
+        self.tries += 1
+        raise Conflict(key)
+
+    async def replace(self, key: str, data: dict[str, Any], etag: str) -> str:
+        self.tries += 1
+        raise Conflict(key)
+
+
+def test_a_write_that_keeps_losing_its_race_backs_off_more_each_time_then_gives_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shared_limits.random, "random", lambda: 1.0)  # the jitter at its top: a known schedule
+
+    async def scenario(table: Table, clock: Time) -> None:
+        contended = Contended(table)
+        loser = limits(contended, clock)
+        with pytest.raises(MailboxBusy) as busy:
+            async with loser.request(MB):
+                raise AssertionError("no slot was written, none may be used")
+        assert str(busy.value) == f"Too many workers are updating the limits of mailbox {MB} at once."
+        assert busy.value.retry_after == 1.0
+        assert contended.tries == 50 and loser.conflicts == 50 and loser.writes == 0
+        step = shared_limits.POLL / 2
+        assert clock.sleeps == pytest.approx([step, 2 * step, 3 * step] + [4 * step] * 47)
+
+    run(tmp_path, scenario)
+
+
+def test_while_other_processes_hold_every_slot_a_request_waits_at_most_max_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shared_limits.random, "random", lambda: 0.25)  # each look 0.75 poll intervals apart
+
+    async def scenario(table: Table, clock: Time) -> None:
+        other, one = limits(table, clock), limits(table, clock)
+        release = asyncio.Event()
+        holding = 0
+
+        async def hold() -> None:
+            nonlocal holding
+            async with other.request(MB):
+                holding += 1
+                await release.wait()
+
+        holders = [asyncio.ensure_future(hold()) for _ in range(4)]
+        while holding < 4:
+            await asyncio.sleep(0.01)
+        started = clock.now
+        with pytest.raises(MailboxBusy) as busy:
+            async with one.request(MB):
+                raise AssertionError("a fifth slot was granted")
+        assert str(busy.value) == f"Other workers hold all 4 request slots of mailbox {MB}."
+        assert busy.value.retry_after == pytest.approx(20 * shared_limits.POLL)
+        assert 5.0 < clock.now - started <= 5.0 + shared_limits.POLL
+        assert clock.sleeps == [pytest.approx(0.75 * shared_limits.POLL)] * len(clock.sleeps)
+        release.set()
+        await asyncio.gather(*holders)
+        await other.close()
+
+    run(tmp_path, scenario)
+
+
+def test_a_kept_slot_is_reused_only_in_the_first_half_of_its_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shared_limits, "HANDOFF", 5.0)  # kept for the whole scenario
+
+    async def scenario(table: Table, clock: Time) -> None:
+        one = limits(table, clock)
+        async with one.request(MB):
+            pass
+        clock.now += SLOT_LEASE / 2 - 5  # still in the first half: reused, no write
+        async with one.request(MB):
+            assert one.writes == 1
+        clock.now += 10  # past half its lease: claimed again, with a whole lease ahead
+        async with one.request(MB):
+            assert list((await slots(table)).values()) == [pytest.approx(clock.now + SLOT_LEASE)]
+        await one.close()
+        assert await slots(table) == {}
+
+    run(tmp_path, scenario)
+
+
+class Counting:
+    """The real ledger table, counting its reads."""
+
+    def __init__(self, inner: Table) -> None:
+        self.inner, self.reads = inner, 0
+
+    async def get(self, key: str) -> Record | None:
+        self.reads += 1
+        return await self.inner.get(key)
+
+    async def insert(self, key: str, data: dict[str, Any]) -> str:
+        return await self.inner.insert(key, data)
+
+    async def replace(self, key: str, data: dict[str, Any], etag: str) -> str:
+        return await self.inner.replace(key, data, etag)
+
+
+def test_a_kept_slot_is_reused_without_a_read_while_this_process_looked_at_the_ledger_recently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shared_limits, "HANDOFF", 5.0)
+
+    async def scenario(table: Table, clock: Time) -> None:
+        counting = Counting(table)
+        one = limits(counting, clock)
+        async with one.request(MB):
+            pass
+        reads = counting.reads
+        assert (reads, one.writes) == (1, 1)  # a claim costs one look and one write, no second look
+        clock.now += shared_limits.STALE_CLAIM / 2
+        async with one.request(MB):
+            assert counting.reads == reads and one.writes == 1  # neither a read nor a write
+        clock.now += shared_limits.STALE_CLAIM * 2
+        async with one.request(MB):
+            assert counting.reads == reads + 1 and one.writes == 1  # a fresh look for Retry-After windows
+        await one.close()
+
+    run(tmp_path, scenario)
+
+
+def test_an_expired_kept_slot_is_given_back_and_a_fresher_one_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shared_limits, "HANDOFF", 5.0)
+
+    async def scenario(table: Table, clock: Time) -> None:
+        one = limits(table, clock)
+        first_done, second_done = asyncio.Event(), asyncio.Event()
+
+        async def held(done: asyncio.Event) -> None:
+            async with one.request(MB):
+                await done.wait()
+
+        first = asyncio.ensure_future(held(first_done))
+        while len(await slots(table)) < 1:
+            await asyncio.sleep(0.01)
+        clock.now += SLOT_LEASE / 2 + 5  # the first claim is now past half its lease
+        second = asyncio.ensure_future(held(second_done))
+        while len(await slots(table)) < 2:
+            await asyncio.sleep(0.01)
+        second_done.set()
+        await second
+        first_done.set()
+        await first  # both kept, the old one last
+        assert one.writes == 2
+        async with one.request(MB):
+            assert one.writes == 3  # the old one given back, the fresh one reused: no new claim
+            assert list((await slots(table)).values()) == [pytest.approx(clock.now + SLOT_LEASE)]
+        await one.close()
+
+    run(tmp_path, scenario)
+
+
+def test_a_long_retry_after_recorded_by_another_process_sends_the_job_back_to_the_queue(tmp_path: Path) -> None:
+    async def scenario(table: Table, clock: Time) -> None:
+        throttled, other = limits(table, clock), limits(table, clock)
+        await throttled.throttled(MB, 30.0)
+        with pytest.raises(MailboxBusy) as busy:
+            async with other.request(MB):
+                raise AssertionError("a request went into the Retry-After window")
+        assert str(busy.value) == f"Graph asked to wait before calling mailbox {MB} again."
+        assert busy.value.retry_after == pytest.approx(30.0 + MARGIN)
+        assert clock.sleeps == []
+
+    run(tmp_path, scenario)
+
+
+def test_each_process_claims_under_its_own_name_on_this_host(tmp_path: Path) -> None:
+    """Two processes' requests are two slots, and each claim names this host and process (so a killed worker's
+    claims can be recognised and dropped)."""
+
+    async def scenario(table: Table, clock: Time) -> None:
+        first, second = limits(table, clock), limits(table, clock)
+        async with first.request(MB), second.request(MB):
+            holders = sorted(await slots(table))
+        assert len(holders) == 2
+        assert all(h.startswith(f"{socket.gethostname()}|{os.getpid()}|") for h in holders)
+        await first.close()
+        await second.close()
+
+    run(tmp_path, scenario)
