@@ -94,7 +94,7 @@ def sniff(data: bytes) -> str:
 def decode_bytes(data: bytes, label: str | None) -> str:
     """Decode with the declared charset when it works, else sniff; never raises."""
     codec = _codec(label) if label else None
-    if codec == "iso-2022-jp":
+    if codec == "iso-2022-jp" and data.isascii():  # 7-bit by definition: 8-bit bytes are mislabelled, sniff them
         return _iso2022jp(data)
     if codec is not None and codec not in ("ascii", "cp1252", "latin-1", "iso8859-1"):
         text = _try(data, codec)
