@@ -413,6 +413,12 @@ def test_a_kept_slot_is_reused_without_a_read_while_this_process_looked_at_the_l
         async with one.request(MB):
             assert counting.reads == reads + 1 and one.writes == 1  # a fresh look for Retry-After windows
         await one.close()
+        assert (counting.reads, one.writes) == (reads + 1, 2)  # given back on the record last written: no read
+        await one.throttled(MB, 1.0)
+        await one.throttled(MB, 1.0)  # the same window again: nothing to change, nothing written
+        assert (counting.reads, one.writes) == (reads + 1, 3)
+        await one.throttled(MB, 2.0)
+        assert (counting.reads, one.writes) == (reads + 1, 4)
 
     run(tmp_path, scenario)
 
@@ -476,5 +482,68 @@ def test_each_process_claims_under_its_own_name_on_this_host(tmp_path: Path) -> 
         assert all(h.startswith(f"{socket.gethostname()}|{os.getpid()}|") for h in holders)
         await first.close()
         await second.close()
+
+    run(tmp_path, scenario)
+
+
+class FailingOnce:
+    """The real ledger table, whose next replace waits for `open` and then fails (a storage blip)."""
+
+    def __init__(self, inner: Table) -> None:
+        self.inner, self.open, self.armed, self.waiting = inner, asyncio.Event(), False, 0
+
+    async def get(self, key: str) -> Record | None:
+        return await self.inner.get(key)
+
+    async def insert(self, key: str, data: dict[str, Any]) -> str:
+        return await self.inner.insert(key, data)
+
+    async def replace(self, key: str, data: dict[str, Any], etag: str) -> str:
+        if self.armed:
+            self.armed, self.waiting = False, 1
+            await self.open.wait()
+            raise OSError("storage blip")
+        return await self.inner.replace(key, data, etag)
+
+
+def test_a_failed_ledger_write_fails_only_the_changes_it_carried(tmp_path: Path) -> None:
+    async def scenario(table: Table, clock: Time) -> None:
+        blip = FailingOnce(table)
+        one = limits(blip, clock, rate=30)
+        await one.pace_send(MB)  # the record exists
+        blip.armed = True
+        failing = asyncio.ensure_future(one.throttled(MB, 1.0))
+        while not blip.waiting:
+            await asyncio.sleep(0.01)
+        queued = asyncio.ensure_future(one.pace_send(MB))  # asked while the failing write is under way
+        await asyncio.sleep(0)
+        blip.open.set()
+        with pytest.raises(OSError):
+            await failing
+        await queued  # written by the next write, not failed with the one before
+        record = await table.get(KEY)
+        assert record is not None and record.data["next_send"] == pytest.approx(clock.now + 2.0)
+
+    run(tmp_path, scenario)
+
+
+def test_a_window_another_process_already_recorded_leaves_the_next_request_working(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process hears of a shorter Retry-After than another one already recorded: its write loses the race,
+    the fresh record needs no change, and its kept slot is still checked and used afterwards."""
+    monkeypatch.setattr(shared_limits, "HANDOFF", 5.0)
+
+    async def scenario(table: Table, clock: Time) -> None:
+        one, other = limits(table, clock), limits(table, clock)
+        async with one.request(MB):
+            pass
+        await other.throttled(MB, 2.0)
+        await one.throttled(MB, 1.0)  # shorter: nothing to write once the fresh record is read
+        assert one.conflicts == 1 and one.writes == 1
+        clock.now += 3.0
+        async with one.request(MB):
+            assert len(await slots(table)) == 1
+        await one.close()
 
     run(tmp_path, scenario)

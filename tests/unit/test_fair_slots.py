@@ -118,3 +118,28 @@ def test_no_key_ever_holds_more_than_its_share_however_slots_are_given_back() ->
     most, slots = asyncio.run(go())
     assert most == {"a": 2, "b": 2}
     assert slots.busy == 0 and not slots._held  # a spray of addresses leaves no counter behind
+
+
+def test_a_cancelled_waiter_does_not_hold_up_the_next_key_in_turn() -> None:
+    async def go() -> list[str]:
+        slots = FairSlots(1)
+        gate = asyncio.Event()
+        order: list[str] = []
+
+        async def check(key: str) -> None:
+            async with slots.slot(key):
+                order.append(key)
+                await gate.wait()
+
+        holder = asyncio.create_task(check("a"))
+        await asyncio.sleep(0)
+        gone = asyncio.create_task(check("b"))  # a client that hangs up while it waits
+        waiting = asyncio.create_task(check("c"))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(holder, waiting), 5)
+        return order
+
+    assert asyncio.run(go()) == ["a", "c"]
