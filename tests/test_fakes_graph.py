@@ -11,11 +11,12 @@ import asyncio
 import base64
 import hashlib
 import http.client
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -391,6 +392,27 @@ def test_upload_session_completes_and_can_be_cancelled(api: httpx.Client, graph:
     assert [(a.name, a.size, a.sha256) for a in sent.attachments] == [
         ("big.pdf", len(data), hashlib.sha256(data).hexdigest())
     ]
+    assert graph.violations == []
+
+
+def test_a_chunk_cut_off_mid_body_is_not_acted_on(api: httpx.Client, graph: FakeGraph) -> None:
+    """A worker killed while sending a chunk closes the connection mid-body: no server acts on half a request,
+    and it is not the client's protocol error (the kill tests would otherwise see a 'violation')."""
+    mid = draft(api)["id"]
+    data = b"\x02" * (4 * MIB)
+    url = start_session(api, mid, len(data)).json()["uploadUrl"]
+    step = 10 * CHUNK_MULTIPLE
+    parts = urlsplit(url)
+    head = (
+        f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Length: {step}\r\n"
+        f"Content-Range: bytes 0-{step - 1}/{len(data)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(head + data[: step // 2])
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(1024) == b""  # closed without an answer
+    whole = httpx.put(url, content=data[:step], headers={"Content-Range": f"bytes 0-{step - 1}/{len(data)}"})
+    assert whole.status_code == 200 and whole.json()["nextExpectedRanges"] == [str(step)]  # nothing was kept
     assert graph.violations == []
 
 

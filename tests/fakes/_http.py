@@ -56,6 +56,10 @@ class _Server(ThreadingHTTPServer):
     app: Any
 
 
+class _CutOff(Exception):
+    """The connection closed before the body its headers announced had arrived."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real services; every reply carries Content-Length
     # Headers and body leave in two writes; with Nagle on, the body waits for the client's delayed ACK
@@ -81,7 +85,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if total > MAX_READ:
                     self.close_connection = True
                     return b"", total, True
-                chunks.append(self.rfile.read(size))
+                chunk = self.rfile.read(size)
+                if len(chunk) < size:
+                    raise _CutOff
+                chunks.append(chunk)
                 self.rfile.readline()
             body = b"".join(chunks)
             return body, len(body), False
@@ -92,10 +99,17 @@ class _Handler(BaseHTTPRequestHandler):
         if length > MAX_READ:
             self.close_connection = True
             return b"", length, True
-        return self.rfile.read(length), length, False
+        body = self.rfile.read(length)
+        if len(body) < length:
+            raise _CutOff
+        return body, length, False
 
     def _dispatch(self) -> None:
-        body, length, too_large = self._read_body()
+        try:
+            body, length, too_large = self._read_body()
+        except _CutOff:  # the client went away mid-body (a killed worker): no service acts on half a request
+            self.close_connection = True
+            return
         parts = urlsplit(self.path)
         request = Request(
             method=self.command,
