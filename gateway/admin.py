@@ -167,6 +167,7 @@ async def jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def sweep(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.delivery.retention import mailbox_housekeeper
     from gateway.delivery.retention import sweep as run_sweep
     from gateway.delivery.transports import make_transport
 
@@ -176,14 +177,9 @@ async def sweep(args: argparse.Namespace, settings: Settings) -> int:
 
     svc = await _with_services(settings)
     transport = make_transport(svc.settings, svc.spool)
-    housekeeper = getattr(transport, "sweep_mailboxes", None)
-    problem = None
-    if housekeeper is not None:  # Graph mode: mailbox housekeeping needs a token; the outbox mode has none
-        from gateway.delivery.graph.identity import identity_problem
-
-        problem = await identity_problem(settings)
+    housekeeper, problem = await mailbox_housekeeper(transport, settings)
     try:
-        report = await run_sweep(svc, housekeeper=None if problem else housekeeper)
+        report = await run_sweep(svc, housekeeper=housekeeper)
         if problem:
             print(f"scangw: mailboxes not swept (bounces, orphan drafts): {problem}", file=sys.stderr)
         if report.mail is not None:

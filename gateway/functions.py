@@ -50,10 +50,13 @@ async def deliver_message(body: bytes) -> None:
 
 
 async def sweep_retention() -> None:
-    from gateway.delivery.retention import sweep
+    from gateway.delivery.retention import mailbox_housekeeper, sweep
 
     agent = await _agent()
-    await sweep(agent.services, housekeeper=getattr(agent.transport, "sweep_mailboxes", None))
+    housekeeper, problem = await mailbox_housekeeper(agent.transport, agent.services.settings)
+    if problem:  # one line the no-identity alert and an admin can read, not a credential report per Graph call
+        log.warning("mailboxes not swept this hour: %s", problem)
+    await sweep(agent.services, housekeeper=housekeeper)
 
 
 async def measure_queue() -> None:

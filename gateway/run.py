@@ -184,7 +184,7 @@ async def _run_worker(
 
 
 async def _sweep_hourly(svc: Services, transport: object, stop: asyncio.Event) -> None:
-    from gateway.delivery.retention import sweep
+    from gateway.delivery.retention import mailbox_housekeeper, sweep
 
     delay = FIRST_SWEEP_SECONDS
     while not stop.is_set():
@@ -193,15 +193,10 @@ async def _sweep_hourly(svc: Services, transport: object, stop: asyncio.Event) -
         if stop.is_set():
             return
         delay = SWEEP_SECONDS
-        housekeeper = getattr(transport, "sweep_mailboxes", None)
-        if housekeeper is not None:
-            from gateway.delivery.graph.identity import identity_problem
-
-            problem = await identity_problem(svc.settings)
+        try:
+            housekeeper, problem = await mailbox_housekeeper(transport, svc.settings)
             if problem:
                 log.warning("mailboxes not swept this hour: %s", problem)
-                housekeeper = None
-        try:
             await sweep(svc, housekeeper=housekeeper)
         except Exception:  # noqa: BLE001 - housekeeping must never stop deliveries; the next hour tries again
             log.exception("sweep failed; trying again in an hour")

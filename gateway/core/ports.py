@@ -50,6 +50,15 @@ class LinkSigner(Protocol):
         """`expires` is epoch seconds (recorded in the job first); `filename` is the saved file's name."""
 
 
+@runtime_checkable
+class TemporaryFiles(Protocol):
+    """Optional BlobStore capability: a store that writes beside and renames (the embedded spool) leaves a
+    temporary file when a process is killed mid-write; Azure's block commit leaves nothing to sweep."""
+
+    async def sweep_incoming(self, older_than: float) -> int:
+        """Delete temporary files untouched for `older_than` seconds; return how many."""
+
+
 @dataclass(frozen=True)
 class QueueLease:
     """A received queue message; deleting or deferring it needs the receipt of this very receive."""
@@ -71,6 +80,15 @@ class JobQueue(Protocol):
         """Hide the message for `delay` seconds more (also a lease heartbeat); returns the new receipt."""
 
     async def put_poison(self, text: str) -> None: ...
+
+
+@runtime_checkable
+class PutWaker(Protocol):
+    """Optional JobQueue capability: a queue that can tell an idle worker a message was just put (the embedded
+    spool, in this process or another on the machine), so a scan does not wait for the next poll."""
+
+    async def wait_for_put(self, timeout: float) -> None:
+        """Return after a put, or after `timeout` seconds."""
 
 
 @dataclass(frozen=True)

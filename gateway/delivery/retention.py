@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from gateway.config import Settings
 from gateway.core.jobs import JobState, parse_iso
 from gateway.core.links import links_pending
+from gateway.core.ports import TemporaryFiles
 from gateway.delivery.mailbox_sweep import MailboxReport
 from gateway.delivery.partial import sweep_partials
 from gateway.delivery.reconcile import reconcile
@@ -46,6 +48,20 @@ def _job_created_ms(job_id: str) -> int | None:
         return None
 
 
+async def mailbox_housekeeper(transport: object, settings: Settings) -> tuple[Housekeeper | None, str | None]:
+    """The transport's mailbox housekeeping (bounces, orphan drafts, stale upload sessions) and, when no identity
+    gives a Graph token here, None with the one line that says what to fix: `scangw sweep`, the worker and the
+    timer trigger ask this once per sweep, instead of one long credential report per Graph call. The outbox
+    has no mailboxes: (None, None)."""
+    housekeeper: Housekeeper | None = getattr(transport, "sweep_mailboxes", None)
+    if housekeeper is None:
+        return None, None
+    from gateway.delivery.graph.identity import identity_problem  # Graph and azure-identity only in Graph mode
+
+    problem = await identity_problem(settings)
+    return (None, problem) if problem else (housekeeper, None)
+
+
 async def sweep(services: Services, now: datetime | None = None, housekeeper: Housekeeper | None = None) -> SweepReport:
     now = now or datetime.now(UTC)
     settings = services.settings
@@ -79,9 +95,8 @@ async def sweep(services: Services, now: datetime | None = None, housekeeper: Ho
         if created is not None and (now.timestamp() * 1000 - created) / 3_600_000 >= ORPHAN_HOURS:
             await services.spool.blobs.delete_prefix(f"{prefix}/")
             report.orphans_deleted += 1
-    sweep_incoming = getattr(services.spool.blobs, "sweep_incoming", None)  # the embedded spool's temporary files
-    if sweep_incoming is not None:
-        report.temporary_deleted = await sweep_incoming(STALE_TEMPORARY_HOURS * 3600)
+    if isinstance(services.spool.blobs, TemporaryFiles):
+        report.temporary_deleted = await services.spool.blobs.sweep_incoming(STALE_TEMPORARY_HOURS * 3600)
     log.info(
         "retention bytes_deleted=%d records_deleted=%d orphans_deleted=%d temporary_deleted=%d requeued=%d"
         " stale_removed=%d",

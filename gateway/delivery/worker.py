@@ -11,7 +11,7 @@ import contextlib
 import logging
 
 from gateway.core.errors import StorageUnavailable
-from gateway.core.ports import NotFound, QueueLease
+from gateway.core.ports import NotFound, PutWaker, QueueLease
 from gateway.delivery.agent import DeliveryAgent, Done, Retry
 
 log = logging.getLogger("scangw.worker")
@@ -64,12 +64,11 @@ class Worker:
     async def _idle(self, stop: asyncio.Event) -> None:
         """Until the next look at the queue: the poll interval, cut short by a put where the queue can tell
         (the embedded spool wakes its workers, so a scan on an idle system does not wait for the poll)."""
-        wait_for_put = getattr(self.queue, "wait_for_put", None)
-        if wait_for_put is None:
+        if not isinstance(self.queue, PutWaker):
             await _wait(stop, self.poll_seconds)
             return
         stopping = asyncio.ensure_future(stop.wait())
-        woken = asyncio.ensure_future(wait_for_put(self.poll_seconds))
+        woken = asyncio.ensure_future(self.queue.wait_for_put(self.poll_seconds))
         try:
             await asyncio.wait({stopping, woken}, return_when=asyncio.FIRST_COMPLETED)
         finally:
