@@ -6,13 +6,16 @@ A "worker" is a new GraphTransport on the same checkpoint (what the agent does a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+import pytest
 
 from gateway.core.ports import BlobStore
 from gateway.delivery.graph.progress import DRAFT_ID, DRAFT_REQUESTED, SEND_REQUESTED_AT
 from tests.fakes.graph import FakeGraph
 from tests.integration.exactly_once_support import Workers, creates, sends
-from tests.integration.test_graph_transport import MB, assert_once, outgoing, spool_test, store
+from tests.integration.test_graph_transport import MB, assert_once, graph_calls, outgoing, spool_test, store
 
 
 def test_a_duplicate_draft_found_after_the_send_grace_is_deleted_and_the_scan_sent_once(
@@ -107,6 +110,43 @@ def test_a_duplicate_draft_that_cannot_be_deleted_holds_the_send_back(tmp_path: 
         assert graph.sent == [] and len(graph.items(MB, "drafts")) == 2
         await jobs.attempt(message)
         assert [r.status for r in graph.requests if r.method == "DELETE"] == [503, 204]
+        assert_once(graph, [sha])
+
+    spool_test(tmp_path, scenario)
+
+
+def test_a_lost_send_reply_while_exchange_indexes_late_says_what_it_waits_for_then_finds_the_copy(
+    tmp_path: Path, graph: FakeGraph
+) -> None:
+    """The draft leaves Drafts at once but the Sent Items copy is searchable only after 4000 s: each retry
+    says what it waits for (what `scangw jobs show` prints), with Graph's request id, and comes back when
+    the next look is due; once the copy is found the job is sent, never sent again."""
+
+    async def scenario(blobs: BlobStore) -> None:
+        pdf, sha = await store(blobs, "scan.pdf", 100_000)
+        graph.search_lag = 4000.0
+        jobs = Workers(graph, blobs)
+        message = outgoing((pdf,))
+        graph.fail_next("POST", r"/send$", 0, after_effect=True)
+        await jobs.fails(message)
+        jobs.skew += 60.0
+        waiting = await jobs.fails(message)
+        assert re.fullmatch(r"Send requested 6\d s ago; waiting for Exchange to show the sent message\.", str(waiting))
+        assert waiting.retry_after == pytest.approx(240.0, abs=5.0)
+        assert waiting.request_id == graph.requests[-1].request_id and graph_calls(graph)[-1].endswith("/messages")
+        jobs.skew += 3340.0  # 3400 s after the send: the draft is gone, the copy still not searchable
+        indexing = await jobs.fails(message)
+        assert str(indexing) == (
+            f"The draft left {MB} after the send request, but the sent copy is not searchable yet; "
+            "waiting for Exchange's index."
+        )
+        assert indexing.retry_after == pytest.approx(200.0, abs=5.0)  # the hour's end, not a full grace period
+        assert indexing.request_id == graph.requests[-1].request_id
+        jobs.skew += 601.0
+        found = await jobs.attempt(message)
+        assert found.detail == "found in the mailbox after an earlier send"
+        assert found.request_id == graph.requests[-1].request_id
+        assert sends(graph) == 1
         assert_once(graph, [sha])
 
     spool_test(tmp_path, scenario)

@@ -9,12 +9,15 @@ are compared without case, as Exchange does (SMTP addresses are case-insensitive
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from gateway.core.errors import Deferred
 from gateway.delivery.graph.mailbox_limits import CONCURRENT_PER_MAILBOX, MARGIN, MailboxBusy, MailboxLimits
-from tests.support import run
+from gateway.delivery.graph.shared_limits import SharedMailboxLimits
+from gateway.status import figures
+from tests.support import run, services_for
 
 MB = "scanner@contoso.com"
 OTHER = "other@contoso.com"
@@ -270,5 +273,39 @@ def test_a_rate_of_one_a_minute_is_paced() -> None:
         await box.pace_send(MB)
         await box.pace_send(MB)
         assert clock.slept == [60.0]
+
+    run(scenario())
+
+
+def test_the_last_fraction_of_a_retry_after_is_waited_out_too() -> None:
+    """Half a second of the window left (the rest passed while the request queued for a slot): still waited."""
+    clock = Clock()
+    box = limits(clock)
+
+    async def scenario() -> None:
+        await box.throttled(MB, 1)
+        clock.now += 0.5
+        async with box.request(MB):
+            assert box.blocked_for(MB) == 0.0
+        assert clock.slept == [pytest.approx(0.5 + MARGIN)]
+
+    run(scenario())
+
+
+def test_a_retry_after_recorded_for_any_spelling_of_the_mailbox_shows_in_status(tmp_path: Path) -> None:
+    """The shared ledger's row is the lower-cased address, which `scangw status` looks up (it reads the
+    sender of every job lower-cased): the admin sees the Retry-After whatever case the device used."""
+
+    async def scenario() -> None:
+        svc = await services_for(tmp_path, SCANGW_SENDER="Scanner@Contoso.com")
+        try:
+            shared = SharedMailboxLimits(svc.spool.mailboxes, 0)
+            await shared.throttled("SCANNER@contoso.COM", 90)
+            await shared.close()
+            shown = await figures(svc)
+        finally:
+            await svc.close()
+        (mailbox,) = shown["mailboxes"]
+        assert mailbox["mailbox"] == MB and 85 < mailbox["retry_after_seconds"] <= 90.1
 
     run(scenario())
