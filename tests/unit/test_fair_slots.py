@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from gateway.core.fair_slots import FairSlots
 
 
@@ -143,3 +145,26 @@ def test_a_cancelled_waiter_does_not_hold_up_the_next_key_in_turn() -> None:
         return order
 
     assert asyncio.run(go()) == ["a", "c"]
+
+
+@pytest.mark.parametrize(
+    ("capacity", "per_key", "share"), [(2, None, 1), (3, None, 1), (4, None, 2), (5, None, 2), (4, 1, 1)]
+)
+def test_one_keys_share_is_half_the_slots_unless_set(capacity: int, per_key: int | None, share: int) -> None:
+    async def go() -> int:
+        slots = FairSlots(capacity, per_key)
+        gate = asyncio.Event()
+
+        async def check() -> None:
+            async with slots.slot("192.0.2.66"):
+                await gate.wait()
+
+        flood = [asyncio.create_task(check()) for _ in range(capacity + 2)]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        busy = slots.busy
+        gate.set()
+        await asyncio.gather(*flood)
+        return busy
+
+    assert asyncio.run(go()) == share
