@@ -269,7 +269,8 @@ def test_the_defaults_pace_thirty_sends_a_minute_and_wait_at_most_five_seconds(t
 
 def test_only_claims_of_processes_gone_from_this_host_count_as_gone() -> None:
     here = socket.gethostname()
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+    child = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); time.sleep(60)"  # even under nohup
+    with subprocess.Popen([sys.executable, "-c", child]) as alive:
         try:
             assert not _process_gone(f"{here}|{alive.pid}|0badc0de|3")
             with pytest.raises(subprocess.TimeoutExpired):  # asking did not signal it (a signal kills it)
@@ -305,7 +306,7 @@ class Contended:
 def test_a_write_that_keeps_losing_its_race_backs_off_more_each_time_then_gives_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shared_limits.random, "random", lambda: 1.0)  # the jitter at its top: a known schedule
+    monkeypatch.setattr(shared_limits.random, "random", lambda: 0.5)  # the jitter fixed: a known schedule
 
     async def scenario(table: Table, clock: Time) -> None:
         contended = Contended(table)
@@ -316,7 +317,7 @@ def test_a_write_that_keeps_losing_its_race_backs_off_more_each_time_then_gives_
         assert str(busy.value) == f"Too many workers are updating the limits of mailbox {MB} at once."
         assert busy.value.retry_after == 1.0
         assert contended.tries == 50 and loser.conflicts == 50 and loser.writes == 0
-        step = shared_limits.POLL / 2
+        step = shared_limits.POLL / 4
         assert clock.sleeps == pytest.approx([step, 2 * step, 3 * step] + [4 * step] * 47)
 
     run(tmp_path, scenario)
@@ -365,7 +366,7 @@ def test_a_kept_slot_is_reused_only_in_the_first_half_of_its_lease(
         one = limits(table, clock)
         async with one.request(MB):
             pass
-        clock.now += SLOT_LEASE / 2 - 5  # still in the first half: reused, no write
+        clock.now += SLOT_LEASE / 2  # exactly half: still reused, no write
         async with one.request(MB):
             assert one.writes == 1
         clock.now += 10  # past half its lease: claimed again, with a whole lease ahead
@@ -545,5 +546,59 @@ def test_a_window_another_process_already_recorded_leaves_the_next_request_worki
         async with one.request(MB):
             assert len(await slots(table)) == 1
         await one.close()
+
+    run(tmp_path, scenario)
+
+
+def test_a_retry_after_of_exactly_max_wait_is_slept_out_here(tmp_path: Path) -> None:
+    async def scenario(table: Table, clock: Time) -> None:
+        throttled, other = limits(table, clock), limits(table, clock)
+        await throttled.throttled(MB, 5.0 - MARGIN)  # the window ends max_wait (5 s) from now, to the bit
+        async with other.request(MB):
+            assert clock.sleeps == [5.0]
+
+    run(tmp_path, scenario)
+
+
+def test_a_request_that_waited_its_longest_still_sits_out_a_short_window_and_takes_the_slot_freed_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shared_limits.random, "random", lambda: 0.25)
+
+    async def scenario(table: Table, clock: Time) -> None:
+        other = limits(table, clock)
+        release = [asyncio.Event() for _ in range(4)]
+        holding = 0
+
+        async def hold(done: asyncio.Event) -> None:
+            nonlocal holding
+            async with other.request(MB):
+                holding += 1
+                await done.wait()
+
+        holders = [asyncio.ensure_future(hold(done)) for done in release]
+        while holding < 4:
+            await asyncio.sleep(0.01)
+        started, fired = clock.now, False
+        plain_sleep = clock.sleep
+
+        async def sleep(seconds: float) -> None:
+            nonlocal fired
+            await plain_sleep(seconds)
+            if not fired and clock.now - started > 5.0:  # the request has waited its longest...
+                fired = True
+                await other.throttled(MB, 0.5)  # ...when Graph asks for half a second
+                release[0].set()  # and a slot is given back
+                await holders[0]
+                await other.close()
+
+        one = SharedMailboxLimits(table, 0, max_wait=5.0, clock=clock, sleep=sleep, wall_clock=clock)
+        async with one.request(MB):
+            assert fired and clock.now - started > 5.5
+        await one.close()
+        for done in release:
+            done.set()
+        await asyncio.gather(*holders)
+        await other.close()
 
     run(tmp_path, scenario)
