@@ -82,6 +82,16 @@ def upload(spool: Spool) -> asyncio.Task[object]:
 
 DOORS = {"smtp": smtp, "http": upload}
 
+
+async def until_held(faults: Faults, task: asyncio.Task[object]) -> None:
+    """Wait until accept() reaches the held step; fail at once if it ended before (a broken accept() must not
+    cost a 30-second wait per test, as it did for every mutant of it)."""
+    held = asyncio.ensure_future(faults.held.wait())
+    await asyncio.wait([held, task], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    held.cancel()
+    assert faults.held.is_set(), f"accept() never reached the held step: {task}"
+
+
 #: (step, the fault strikes after storage did the work)
 STEPS = [
     ("blobs.write", False),
@@ -134,7 +144,7 @@ def test_cancelled_at_any_step_leaves_nothing_or_everything(
         faults = Faults()
         faults.hold(step, after=after)
         task = DOORS[door](faulty(real, faults))
-        await asyncio.wait_for(faults.held.wait(), 30)
+        await until_held(faults, task)
         task.cancel()
         for _ in range(5):
             await asyncio.sleep(0)  # the cancellation lands while the step is still held...

@@ -27,7 +27,7 @@ from gateway.core.ports import Spool
 from gateway.spool.local import open_local_spool
 from gateway.telemetry.fields import extract
 from tests.fakes.faulty_spool import Faults, faulty
-from tests.integration.test_accept_faults import left_in
+from tests.integration.test_accept_faults import left_in, until_held
 
 DEVICE = Device(name="mfp1", password_hash="", sender="scanner@contoso.com")
 TO = ("a@contoso.com", "b@contoso.com")
@@ -150,7 +150,7 @@ def test_a_client_gone_while_storing_is_logged_and_a_scan_queued_anyway_is_a_war
         faults = Faults()
         faults.hold(step, after=after)
         task = smtp(faulty(real, faults))
-        await asyncio.wait_for(faults.held.wait(), 10)
+        await until_held(faults, task)
         task.cancel()
         for _ in range(5):
             await asyncio.sleep(0)
@@ -174,7 +174,7 @@ def test_shutdown_waits_for_an_accept_taking_back_its_scan(tmp_path: Path, caplo
         faults = Faults()
         faults.hold("jobs.insert")
         task = smtp(faulty(real, faults))
-        await asyncio.wait_for(faults.held.wait(), 10)
+        await until_held(faults, task)
         task.cancel()  # the client went away: the record being written must be taken back
         settling = asyncio.ensure_future(settle_accepts(timeout=30))
         for _ in range(10):
@@ -195,7 +195,7 @@ def test_shutdown_waits_no_longer_than_its_timeout(tmp_path: Path) -> None:
         faults = Faults()
         faults.hold("jobs.insert")  # a request that never answers
         task = smtp(faulty(real, faults))
-        await asyncio.wait_for(faults.held.wait(), 10)
+        await until_held(faults, task)
         await asyncio.wait_for(settle_accepts(timeout=0.05), 10)
         assert not task.done()
         faults.release.set()
@@ -208,6 +208,7 @@ def test_shutdown_never_waits_for_itself_or_for_another_event_loop(tmp_path: Pat
     """An accept that settles others (a door closing from inside a request) must not wait for itself, and a
     door in another thread (another event loop, as the test harnesses run them) is not this door's business."""
     other_held, other_release = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
 
     def other_door() -> None:
         async def held_upload() -> None:
@@ -215,20 +216,25 @@ def test_shutdown_never_waits_for_itself_or_for_another_event_loop(tmp_path: Pat
             faults = Faults()
             faults.hold("jobs.insert")
             task = smtp(faulty(spool, faults))
-            await faults.held.wait()
+            await until_held(faults, task)
             other_held.set()
             await asyncio.get_running_loop().run_in_executor(None, other_release.wait, 30)
             faults.release.set()
             await task
             await spool.close()
 
-        asyncio.run(held_upload())
+        try:
+            asyncio.run(held_upload())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test's own thread
+            failed.append(exc)
+            other_held.set()
 
     thread = threading.Thread(target=other_door, daemon=True)
     thread.start()
 
     async def body(real: Spool) -> None:
         assert await asyncio.get_running_loop().run_in_executor(None, other_held.wait, 30)
+        assert not failed, failed
         try:
 
             async def files() -> AsyncIterator[IncomingFile]:

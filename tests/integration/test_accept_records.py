@@ -105,6 +105,15 @@ def test_what_an_upload_is_sent_as_names_types_subject_and_body(tmp_path: Path) 
             ("scan.pdf", "text/plain", 1),  # a nameless part gets a name
             ("photo.pct", "image/pict", 1),  # a type only Python's non-strict table knows is still used
         ]
+        blobs = [f.blob for f in stored.files]
+        assert blobs == [f"{job.id}/file-{n}" for n in range(5)]  # what the worker reads each file from
+        assert [b"".join([c async for c in svc.spool.blobs.stream(b)]) for b in blobs] == [
+            b"%PDF-1",
+            b"\xff\xd8",
+            b"n",
+            b"t",
+            b"p",
+        ]
         assert stored.subject == "Scan from mfp1"  # the default when the device gives none
         told = await svc.intake().accept_files(
             device, named(("a.pdf", "application/pdf", b"x")), lambda: Envelope(("a@contoso.com",), "Invoice", "Hi")

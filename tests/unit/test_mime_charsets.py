@@ -124,7 +124,7 @@ CYRILLIC = "Скан договора.pdf"
         ("windows-1251*ru", CYRILLIC.encode("cp1251"), CYRILLIC),
         ("Shift_JIS*ja", "①ｽｷｬﾝ.pdf".encode("cp932"), "①ｽｷｬﾝ.pdf"),
         # A quoted label, and labels that start or end with a capital X.
-        ('"windows-1251"', CYRILLIC.encode("cp1251"), CYRILLIC),
+        ('"Shift_JIS"', "①ｽｷｬﾝ.pdf".encode("cp932"), "①ｽｷｬﾝ.pdf"),
         ("X-SJIS", "①ｽｷｬﾝ.pdf".encode("cp932"), "①ｽｷｬﾝ.pdf"),
         ("X-GBK", "扫描件 䶮.pdf".encode("gb18030"), "扫描件 䶮.pdf"),
         # glibc's name for ASCII (a device in the C locale) on ISO-2022-JP escape sequences, and Latin-1 labels
@@ -163,3 +163,16 @@ def test_charset_labels_as_devices_spell_them_in_encoded_words(label: str, data:
 )
 def test_parameters_devices_write_outside_the_rfc(raw: bytes, expected: tuple[str, dict[str, str]]) -> None:
     assert parse_structured(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "label",
+    ["ISO-2022-JP", "iso-2022-jp-2", "ISO-2022-JP-3", "iso2022_jp", "CP50220", "cp50221", "CP50222", "iso-2022-jp*ja"],
+)
+def test_every_spelling_of_iso_2022_jp_reads_a_broken_escape_as_a_replacement_character(label: str) -> None:
+    """An escape sequence no ISO-2022-JP variant knows: the label says ISO-2022-JP, so the reader sees U+FFFD
+    where the broken sequence was, never the raw escape (which sniffing would pass through as ASCII)."""
+    broken = b"\x1b$Zscan.pdf"
+    assert sniff(broken) != "\ufffdscan.pdf"
+    assert decode_bytes(broken, label) == "\ufffdscan.pdf"
+    assert decode_text(_b64_word(label, broken)) == "\ufffdscan.pdf"
