@@ -150,3 +150,26 @@ def test_a_lost_send_reply_while_exchange_indexes_late_says_what_it_waits_for_th
         assert_once(graph, [sha])
 
     spool_test(tmp_path, scenario)
+
+
+def test_a_send_answered_404_before_the_copy_is_searchable_waits_for_it_and_never_sends_again(
+    tmp_path: Path, graph: FakeGraph
+) -> None:
+    """Exchange took the draft (the send answers 404 ErrorItemNotFound) but indexes the copy 120 s later:
+    the attempt waits for the copy like after a lost reply, then the scan is found sent."""
+
+    async def scenario(blobs: BlobStore) -> None:
+        pdf, sha = await store(blobs, "scan.pdf", 100_000)
+        graph.search_lag = 120.0
+        jobs = Workers(graph, blobs)
+        message = outgoing((pdf,))
+        graph.fail_next("POST", r"/send$", 404, code="ErrorItemNotFound", after_effect=True)
+        waiting = await jobs.fails(message)
+        assert re.fullmatch(r"Send requested \d s ago; waiting for Exchange to show the sent message\.", str(waiting))
+        jobs.skew += 121.0
+        found = await jobs.attempt(message)
+        assert found.detail == "found in the mailbox after an earlier send"
+        assert sends(graph) == 1
+        assert_once(graph, [sha])
+
+    spool_test(tmp_path, scenario)
