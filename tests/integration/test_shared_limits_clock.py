@@ -269,9 +269,11 @@ def test_the_defaults_pace_thirty_sends_a_minute_and_wait_at_most_five_seconds(t
 
 def test_only_claims_of_processes_gone_from_this_host_count_as_gone() -> None:
     here = socket.gethostname()
-    child = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); time.sleep(60)"  # even under nohup
-    with subprocess.Popen([sys.executable, "-c", child]) as alive:
+    # SIGHUP restored (a test run under nohup ignores it) before the child says it is ready.
+    child = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); print(flush=True); time.sleep(60)"
+    with subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE) as alive:
         try:
+            assert alive.stdout is not None and alive.stdout.readline() == b"\n"
             assert not _process_gone(f"{here}|{alive.pid}|0badc0de|3")
             with pytest.raises(subprocess.TimeoutExpired):  # asking did not signal it (a signal kills it)
                 alive.wait(0.3)
