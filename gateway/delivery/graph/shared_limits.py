@@ -178,6 +178,9 @@ class SharedMailboxLimits(MailboxLimits):
             else:
                 holder, uses, claimed_at = reused
             try:
+                # A request of this process may have been answered 429 while this one's claim was on its way:
+                # the window is known here before the ledger has it, and a request inside it gets 429 again.
+                await self._wait_unblocked(mailbox)
                 yield
             finally:
                 if uses + 1 < MAX_HANDOFFS and self.blocked_for(mailbox) <= 0:
