@@ -17,12 +17,14 @@ from gateway.core.accept import Envelope, IncomingFile
 from gateway.core.jobs import Job, JobState
 from gateway.delivery.agent import DeliveryAgent
 from gateway.delivery.graph.exactly_once import GraphTransport
-from gateway.delivery.retention import sweep
+from gateway.delivery.outbox import OutboxTransport
+from gateway.delivery.retention import mailbox_housekeeper, sweep
 from gateway.delivery.transports import make_transport
 from gateway.delivery.worker import Worker
 from gateway.services import Services, build
 from tests.fakes.graph import FakeGraph
 from tests.fakes.graph_model import ndr_mime
+from tests.fakes.identity import FakeIdentityEndpoint
 
 MB = "scanner@contoso.com"
 PDF = b"%PDF-1.7 scanned pages " * 500
@@ -226,5 +228,23 @@ def test_a_failed_jobs_upload_session_is_cancelled(tmp_path: Path, graph: FakeGr
         cleaned = await gw.state(job)
         assert cleaned.progress["delivery"]["upload"] is None
         assert any(r.method == "DELETE" and "AttachmentSessions" in r.path for r in graph.requests)
+
+    with_gateway(tmp_path, graph, scenario)
+
+
+def test_the_sweep_touches_mailboxes_only_with_a_token_and_says_why_not(
+    tmp_path: Path, graph: FakeGraph, idp: FakeIdentityEndpoint
+) -> None:
+    """`scangw sweep`, the worker and the timer ask mailbox_housekeeper() whether they may read and clean the
+    mailboxes: with a token, yes; without one, no, with one line an admin can act on; the outbox, never."""
+
+    async def scenario(gw: Gateway) -> None:
+        housekeeper, problem = await mailbox_housekeeper(gw.transport, gw.svc.settings)
+        assert problem is None and housekeeper == gw.transport.sweep_mailboxes
+        outbox = OutboxTransport(tmp_path / "outbox", gw.svc.spool.blobs)
+        assert await mailbox_housekeeper(outbox, gw.svc.settings) == (None, None)
+        idp.fail_next(10, status=400)  # the identity endpoint refuses: as on a machine with no identity
+        housekeeper, problem = await mailbox_housekeeper(gw.transport, gw.svc.settings)
+        assert housekeeper is None and problem and "\n" not in problem
 
     with_gateway(tmp_path, graph, scenario)

@@ -96,7 +96,7 @@ async def identity_problem(settings: Settings) -> str | None:
         failure = failure_from_exception(exc, time.time())
         if failure is None:
             return f"No Azure identity for Graph ({type(exc).__name__})."
-        return str(classify(failure, settings.sender or ""))
+        return " ".join(str(classify(failure, settings.sender or "")).split())  # azure-identity's text has newlines
     finally:
         await credential.close()
     return None
