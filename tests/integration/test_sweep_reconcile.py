@@ -6,6 +6,7 @@ stayed. On the embedded spool and on Azure Storage (Azurite), faults injected in
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from gateway.core.jobstore import JobStore
 from gateway.core.ports import Spool
 from gateway.delivery.agent import DeliveryAgent
 from gateway.delivery.outbox import OutboxTransport
+from gateway.delivery.reconcile import reconcile
 from gateway.delivery.retention import sweep
 from gateway.delivery.worker import Worker
 from gateway.devices import DeviceRegistry
@@ -47,9 +49,10 @@ async def stranded(spool: Spool, keep_bytes: bool) -> str:
     if keep_bytes:
         faults.fail("blobs.delete_prefix", StorageUnavailable("injected: blob store unreachable"))
     intake = Intake(faulty(spool, faults), 1_000_000, None)
+    before = {record.data["id"] for record in await spool.jobs.list()}
     with pytest.raises(StorageUnavailable):
         await intake.accept_mime(DEVICE, ("a@example.com",), message(b"Subject: lost\r\n\r\nscan\r\n"))
-    (record,) = await spool.jobs.list()
+    (record,) = [record for record in await spool.jobs.list() if record.data["id"] not in before]
     assert record.data["state"] == "queued" and await spool.queue.receive(1, max_messages=32) == []
     return str(record.data["id"])
 
@@ -170,9 +173,9 @@ def test_a_sending_job_whose_message_went_to_the_poison_queue_is_queued_again_an
         assert stuck is not None and stuck.state == JobState.SENDING
         assert await spool.queue.receive(30, max_messages=32) == []
 
-        live = await sweep(svc, datetime.now(UTC) + timedelta(minutes=20))
+        live = await sweep(svc, datetime.now(UTC) + timedelta(minutes=59))
         assert live.requeued == 0  # a send this recent may still be running: leave it
-        report = await sweep(svc, datetime.now(UTC) + timedelta(minutes=61))
+        report = await sweep(svc, datetime.now(UTC) + timedelta(minutes=60, seconds=5))
         assert report.requeued == 1
         agent = DeliveryAgent(svc, OutboxTransport(tmp_path / "outbox", spool.blobs))  # type: ignore[arg-type]
         (lease,) = await eventually(lambda: spool.queue.receive(30), what="the re-queued message")
@@ -209,7 +212,62 @@ def test_a_sending_job_set_aside_past_its_attempts_ends_failed_with_a_notice(
         job = await svc.jobs.get(accepted.id)
         assert job is not None and job.state == JobState.FAILED
         assert job.error is not None and "scan-jobs-poison" in job.error
+        assert job.error.endswith("Last error: none") and f"after {svc.settings.max_attempts} attempts" in job.error
         again = await sweep(svc, datetime.now(UTC) + timedelta(minutes=61))
         assert again.requeued == 0
+
+    with_spool(open_spool, body)
+
+
+def test_every_lost_job_of_a_sweep_is_reconciled_and_counted_and_logged(
+    open_spool: Opener, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Jobs are listed oldest first: one still moving or waiting before the lost ones must not end the pass."""
+
+    async def body(spool: Spool) -> None:
+        svc = services(spool, tmp_path)
+        intake = Intake(spool, 1_000_000, None)
+        moving = await intake.accept_mime(DEVICE, ("a@example.com",), message(b"Subject: moves\r\n\r\nscan\r\n"))
+        (lease,) = await eventually(lambda: spool.queue.receive(30), what="its message")
+        await spool.queue.delete(lease)
+        found = await svc.jobs.get_record(moving.id)
+        assert found is not None
+        await svc.jobs.save(found[0], found[1], state=JobState.SENDING)  # a worker is sending it: not lost
+        later = datetime.now(UTC) + timedelta(minutes=20)
+        with_bytes = [await stranded(spool, keep_bytes=True) for _ in range(2)]
+        without = [await stranded(spool, keep_bytes=False) for _ in range(2)]
+        caplog.set_level(logging.WARNING, "scangw.retention")
+        report = await sweep(svc, later)
+        assert (report.requeued, report.stale_removed) == (2, 2)
+        for job_id in with_bytes:
+            job = await svc.jobs.get(job_id)
+            assert job is not None and job.state == JobState.QUEUED
+        assert [await spool.jobs.get(job_id) for job_id in without] == [None, None]
+        lines = [r.getMessage() for r in caplog.records]
+        for job_id in with_bytes:
+            assert any(f"event=sweep.requeued job={job_id} queued with no queue message since " in m for m in lines)
+        for job_id in without:
+            assert f"event=sweep.removed job={job_id} queued with no queue message and no bytes" in lines
+
+    with_spool(open_spool, body)
+
+
+def test_a_job_that_moved_or_went_since_the_sweep_listed_it_is_left_alone(open_spool: Opener, tmp_path: Path) -> None:
+    """The sweep reads each record again before acting: a worker may have claimed it, or retention removed it."""
+
+    async def body(spool: Spool) -> None:
+        svc = services(spool, tmp_path)
+        claimed, gone = [await stranded(spool, keep_bytes=True) for _ in range(2)]
+        listed = await svc.jobs.list()
+        found = await svc.jobs.get_record(claimed)
+        assert found is not None
+        await svc.jobs.save(found[0], found[1], state=JobState.SENDING)  # a worker took it, just now
+        await svc.jobs.delete(gone)
+        later = datetime.now(UTC) + timedelta(minutes=20)
+        done = await reconcile(svc, listed, later)
+        assert (done.requeued, done.removed) == (0, 0)
+        job = await svc.jobs.get(claimed)
+        assert job is not None and job.state == JobState.SENDING
+        assert await spool.queue.receive(1, max_messages=32) == []
 
     with_spool(open_spool, body)
