@@ -5,6 +5,7 @@ stayed. On the embedded spool and on Azure Storage (Azurite), faults injected in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from gateway.config import Settings
 from gateway.core.accept import Intake
 from gateway.core.devices import Device
 from gateway.core.errors import StorageUnavailable
-from gateway.core.jobs import JobState, iso, new_job_id
+from gateway.core.jobs import JobState, decode_queue_message, iso, new_job_id
 from gateway.core.jobstore import JobStore
 from gateway.core.ports import Spool
 from gateway.delivery.agent import DeliveryAgent
@@ -219,10 +220,11 @@ def test_a_sending_job_set_aside_past_its_attempts_ends_failed_with_a_notice(
     with_spool(open_spool, body)
 
 
-def test_every_lost_job_of_a_sweep_is_reconciled_and_counted_and_logged(
+def test_every_lost_job_of_a_pass_is_reconciled_counted_and_logged(
     open_spool: Opener, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Jobs are listed oldest first: one still moving or waiting before the lost ones must not end the pass."""
+    """A job still moving ahead of the lost ones in the list must not end the pass (the storage decides the
+    order the sweep lists jobs in, so the list is given here in the order that would expose it)."""
 
     async def body(spool: Spool) -> None:
         svc = services(spool, tmp_path)
@@ -233,19 +235,21 @@ def test_every_lost_job_of_a_sweep_is_reconciled_and_counted_and_logged(
         found = await svc.jobs.get_record(moving.id)
         assert found is not None
         await svc.jobs.save(found[0], found[1], state=JobState.SENDING)  # a worker is sending it: not lost
-        later = datetime.now(UTC) + timedelta(minutes=20)
         with_bytes = [await stranded(spool, keep_bytes=True) for _ in range(2)]
         without = [await stranded(spool, keep_bytes=False) for _ in range(2)]
+        listed = {job.id: job for job in await svc.jobs.list()}
         caplog.set_level(logging.WARNING, "scangw.retention")
-        report = await sweep(svc, later)
-        assert (report.requeued, report.stale_removed) == (2, 2)
+        order = [moving.id, *with_bytes, *without]
+        done = await reconcile(svc, [listed[job_id] for job_id in order], datetime.now(UTC) + timedelta(minutes=20))
+        assert (done.requeued, done.removed) == (2, 2)
         for job_id in with_bytes:
             job = await svc.jobs.get(job_id)
             assert job is not None and job.state == JobState.QUEUED
         assert [await spool.jobs.get(job_id) for job_id in without] == [None, None]
         lines = [r.getMessage() for r in caplog.records]
         for job_id in with_bytes:
-            assert any(f"event=sweep.requeued job={job_id} queued with no queue message since " in m for m in lines)
+            wanted = f"event=sweep.requeued job={job_id} queued with no queue message since {listed[job_id].updated}"
+            assert wanted in lines, lines
         for job_id in without:
             assert f"event=sweep.removed job={job_id} queued with no queue message and no bytes" in lines
 
@@ -253,21 +257,49 @@ def test_every_lost_job_of_a_sweep_is_reconciled_and_counted_and_logged(
 
 
 def test_a_job_that_moved_or_went_since_the_sweep_listed_it_is_left_alone(open_spool: Opener, tmp_path: Path) -> None:
-    """The sweep reads each record again before acting: a worker may have claimed it, or retention removed it."""
+    """The sweep reads each record again before acting: a worker may have claimed it, or retention removed it;
+    the lost job after them is still reconciled."""
 
     async def body(spool: Spool) -> None:
         svc = services(spool, tmp_path)
-        claimed, gone = [await stranded(spool, keep_bytes=True) for _ in range(2)]
-        listed = await svc.jobs.list()
+        claimed, gone, lost = [await stranded(spool, keep_bytes=True) for _ in range(3)]
+        listed = {job.id: job for job in await svc.jobs.list()}
         found = await svc.jobs.get_record(claimed)
         assert found is not None
         await svc.jobs.save(found[0], found[1], state=JobState.SENDING)  # a worker took it, just now
         await svc.jobs.delete(gone)
         later = datetime.now(UTC) + timedelta(minutes=20)
-        done = await reconcile(svc, listed, later)
-        assert (done.requeued, done.removed) == (0, 0)
+        done = await reconcile(svc, [listed[claimed], listed[gone], listed[lost]], later)
+        assert (done.requeued, done.removed) == (1, 0)
         job = await svc.jobs.get(claimed)
         assert job is not None and job.state == JobState.SENDING
-        assert await spool.queue.receive(1, max_messages=32) == []
+        messages = await eventually(lambda: spool.queue.receive(30, max_messages=32), what="the lost job's message")
+        assert [decode_queue_message(m.text) for m in messages] == [lost]
+
+    with_spool(open_spool, body)
+
+
+def test_a_job_claimed_while_the_sweep_requeues_it_is_left_to_its_worker(open_spool: Opener, tmp_path: Path) -> None:
+    """The write that marks the job queued again loses to a worker's claim (etag): the sweep moves on to the
+    next lost job instead of ending the pass."""
+
+    async def body(spool: Spool) -> None:
+        raced, lost = [await stranded(spool, keep_bytes=True) for _ in range(2)]
+        listed = {job.id: job for job in await services(spool, tmp_path).jobs.list()}
+        faults = Faults()
+        faults.hold("queue.put")
+        svc = services(faulty(spool, faults), tmp_path)
+        later = datetime.now(UTC) + timedelta(minutes=20)
+        task = asyncio.create_task(reconcile(svc, [listed[raced], listed[lost]], later))
+        await asyncio.wait_for(faults.held.wait(), 10)  # its message is on the way; then a worker claims it
+        found = await spool.jobs.get(raced)
+        assert found is not None
+        await spool.jobs.replace(raced, {**found.data, "state": "sending"}, found.etag)
+        faults.release.set()
+        done = await asyncio.wait_for(task, 10)
+        assert (done.requeued, done.removed) == (1, 0)
+        raced_now, lost_now = await spool.jobs.get(raced), await spool.jobs.get(lost)
+        assert raced_now is not None and raced_now.data["state"] == "sending"
+        assert lost_now is not None and lost_now.data["state"] == "queued"
 
     with_spool(open_spool, body)
