@@ -11,11 +11,25 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.message import OutgoingMessage
 from gateway.core.ports import BlobStore
 from gateway.delivery.graph.progress import DRAFT_ID, DRAFT_REQUESTED, SEND_REQUESTED_AT
 from tests.fakes.graph import FakeGraph
 from tests.integration.exactly_once_support import Workers, creates, sends
 from tests.integration.test_graph_transport import MB, assert_once, graph_calls, outgoing, spool_test, store
+
+
+async def two_lost_creates(graph: FakeGraph, blobs: BlobStore) -> tuple[Workers, OutgoingMessage, str]:
+    """Two attempts whose create replies were lost, with Exchange's search lagging: two drafts of one scan
+    exist and neither could be found yet. Returns the workers, the message and its attachment's hash."""
+    pdf, sha = await store(blobs, "scan.pdf", 100_000)
+    graph.search_lag = 120.0
+    jobs = Workers(graph, blobs)
+    message = outgoing((pdf,))
+    for _ in range(2):
+        graph.fail_next("POST", r"/messages$", 0, after_effect=True)
+        await jobs.fails(message)
+    return jobs, message, sha
 
 
 def test_a_duplicate_draft_found_after_the_send_grace_is_deleted_and_the_scan_sent_once(
@@ -50,13 +64,7 @@ def test_two_lost_creates_leave_one_draft_that_is_sent_and_the_other_deleted(tmp
     sent with its attachment, the other deleted; nothing is created a third time."""
 
     async def scenario(blobs: BlobStore) -> None:
-        pdf, sha = await store(blobs, "scan.pdf", 100_000)
-        graph.search_lag = 120.0
-        jobs = Workers(graph, blobs)
-        message = outgoing((pdf,))
-        for _ in range(2):
-            graph.fail_next("POST", r"/messages$", 0, after_effect=True)
-            await jobs.fails(message)
+        jobs, message, sha = await two_lost_creates(graph, blobs)
         assert creates(graph) == 2 and jobs.progress.progress[DRAFT_REQUESTED]
         jobs.skew += 121.0
         delivered = await jobs.attempt(message)
@@ -75,13 +83,7 @@ def test_a_duplicate_draft_someone_else_deleted_first_does_not_stop_the_send(tmp
     the duplicate is gone either way, and the scan is sent in the same attempt."""
 
     async def scenario(blobs: BlobStore) -> None:
-        pdf, sha = await store(blobs, "scan.pdf", 100_000)
-        graph.search_lag = 120.0
-        jobs = Workers(graph, blobs)
-        message = outgoing((pdf,))
-        for _ in range(2):
-            graph.fail_next("POST", r"/messages$", 0, after_effect=True)
-            await jobs.fails(message)
+        jobs, message, sha = await two_lost_creates(graph, blobs)
         jobs.skew += 121.0
         graph.fail_next("DELETE", r"/messages/", 404, code="ErrorItemNotFound", after_effect=True)
         delivered = await jobs.attempt(message)
@@ -97,13 +99,7 @@ def test_a_duplicate_draft_that_cannot_be_deleted_holds_the_send_back(tmp_path: 
     is deleted then; nothing is sent while a duplicate draft may still be around."""
 
     async def scenario(blobs: BlobStore) -> None:
-        pdf, sha = await store(blobs, "scan.pdf", 100_000)
-        graph.search_lag = 120.0
-        jobs = Workers(graph, blobs)
-        message = outgoing((pdf,))
-        for _ in range(2):
-            graph.fail_next("POST", r"/messages$", 0, after_effect=True)
-            await jobs.fails(message)
+        jobs, message, sha = await two_lost_creates(graph, blobs)
         jobs.skew += 121.0
         graph.fail_next("DELETE", r"/messages/", 503)
         await jobs.fails(message)

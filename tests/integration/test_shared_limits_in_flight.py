@@ -13,23 +13,10 @@ from gateway.delivery.graph.mailbox_limits import MARGIN, MailboxBusy
 from gateway.delivery.graph.shared_limits import SharedMailboxLimits
 from gateway.spool.local import open_local_spool
 from tests.fakes.faulty_spool import Faults, FaultyTable
+from tests.integration.test_shared_limits_clock import Time
 
 MB = "scanner@contoso.com"
 RETRY_AFTER = 2.0
-
-
-class Time:
-    """Monotonic and wall time in one; `sleep` moves it forward instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 def run(tmp: Path, max_wait: float) -> tuple[float, float | None, BaseException | None]:
