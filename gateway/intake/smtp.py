@@ -18,6 +18,7 @@ import time
 from asyncio import sslproto
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.config import Settings
 from gateway.core.errors import ConfigError, StorageUnavailable
@@ -28,6 +29,9 @@ from gateway.intake.smtp_tls import TlsConfig
 from gateway.intake.smtp_tls_gate import HelloGate
 from gateway.services import Services, build
 from gateway.telemetry import metrics
+
+if TYPE_CHECKING:
+    from gateway.intake.self_signed import SelfSigned
 
 log = logging.getLogger("scangw.smtp")
 
@@ -62,7 +66,9 @@ def self_signed_folder(settings: Settings) -> Path:
     return Path(tempfile.gettempdir()) / f"scangw-tls-{os.getuid()}"
 
 
-def _self_signed_tls(settings: Settings, folder: Path) -> TlsConfig:
+def _self_signed_tls(settings: Settings, folder: Path, announce: bool) -> TlsConfig:
+    """`announce`: log the fingerprint now; a door that first takes the replicas' shared certificate says it
+    once it serves that one (an admin pins what this line says)."""
     from gateway.intake.self_signed import ensure  # `cryptography` only for doors that need it
 
     try:
@@ -70,6 +76,12 @@ def _self_signed_tls(settings: Settings, folder: Path) -> TlsConfig:
         tls = TlsConfig(made.cert, made.key, settings.smtp_legacy_tls)
     except (OSError, ValueError) as exc:
         raise ConfigError("SCANGW_SMTP_TLS_SELF_SIGNED", f"cannot make a certificate in {folder}: {exc}") from exc
+    if announce:
+        _announce(made)
+    return tls
+
+
+def _announce(made: SelfSigned) -> None:
     log.info(
         "event=smtp.self_signed hosts=%s cert=%s expires=%s sha256=%s",
         ",".join(made.hosts),
@@ -77,7 +89,6 @@ def _self_signed_tls(settings: Settings, folder: Path) -> TlsConfig:
         made.not_after.date().isoformat(),
         made.fingerprint,
     )
-    return tls
 
 
 class SmtpServer:
@@ -96,7 +107,7 @@ class SmtpServer:
                 raise ConfigError("SCANGW_SMTP_TLS_CERT", f"cannot load the certificate and key: {exc}") from exc
         elif settings.smtp_tls_self_signed:
             self.self_signed_dir = self_signed_folder(settings)
-            self.tls = _self_signed_tls(settings, self.self_signed_dir)
+            self.tls = _self_signed_tls(settings, self.self_signed_dir, announce=settings.local_dir is not None)
         if settings.smtp_require_tls_auth and self.tls is None:
             raise ConfigError(
                 "SCANGW_SMTP_REQUIRE_TLS_AUTH",
@@ -120,8 +131,13 @@ class SmtpServer:
             raise ConfigError(
                 "SCANGW_SMTP_TLS_CERT", "--implicit-tls needs a certificate: set SCANGW_SMTP_TLS_CERT/_KEY."
             )
-        if self._certificate_store is not None:
+        if self._certificate_store is not None and self.self_signed_dir is not None:
+            from gateway.intake.self_signed import load
+
             await self.renew_self_signed()  # serve the certificate the other replicas serve from the first session
+            served = load(self.self_signed_dir)
+            if served is not None:
+                _announce(served)
         loop = asyncio.get_running_loop()
         bound: list[Address] = []
         try:

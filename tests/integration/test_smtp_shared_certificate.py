@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import ssl
 import tempfile
@@ -108,9 +109,10 @@ async def served_fingerprint(address: tuple[str, int]) -> str:
 
 @pytest.mark.azurite
 def test_smtp_doors_on_azure_storage_serve_one_certificate_across_replicas_and_restarts(
-    azurite_connection_string: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    azurite_connection_string: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     reset_azurite(azurite_connection_string)
+    caplog.set_level(logging.INFO, "scangw.smtp")
     env = {"SCANGW_STORAGE": azurite_connection_string, "SCANGW_SMTP_TLS_SELF_SIGNED": ",".join(HOSTS)}
     settings = load_settings(env)
     assert settings.local_dir is None  # Azure Storage: each container's own folder is temporary
@@ -138,6 +140,11 @@ def test_smtp_doors_on_azure_storage_serve_one_certificate_across_replicas_and_r
             assert await served_fingerprint(address_c) == fingerprint
             kept = load(tmp_path / "b" / f"scangw-tls-{os.getuid()}")  # the folder SmtpServer chose in container b
             assert kept is not None and kept.fingerprint == fingerprint
+            # The fingerprint an admin copies from each door's start line is the one devices are served.
+            announced = [
+                r.getMessage() for r in caplog.records if r.getMessage().startswith("event=smtp.self_signed hosts=")
+            ]
+            assert len(announced) == 3 and all(line.endswith(f"sha256={fingerprint}") for line in announced), announced
         finally:
             for server in servers:
                 await server.stop()
